@@ -1,0 +1,61 @@
+# The bundle's single entry point. `make demo` and `make test` build the environment themselves.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+REQ_HASH := $(shell sha256sum requirements.txt | cut -c1-16)
+STAMP := $(VENV)/.installed-$(REQ_HASH)
+export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/include
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help venv test test-quick test-integration test-e2e lint demo up down bench clean
+
+help:
+	@echo "make demo   - start the sandbox, run the DR story through the REST API, print a summary, stop"
+	@echo "make test   - lint + every test tier (quick, integration, e2e)"
+	@echo "make up / make down - keep the sandbox and the Airflow UI running / stop it"
+	@echo "make test-quick | test-integration | test-e2e | lint | bench"
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip sync --python $(PY) requirements.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test-quick: venv
+	$(VENV)/bin/pytest -q -m "not integration and not e2e"
+
+test-integration: venv
+	$(VENV)/bin/pytest -q -m integration
+
+test-e2e: venv
+	$(VENV)/bin/pytest -q -m e2e
+
+# Lint, then all three tiers in one pytest run (one summary line for CI).
+test: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pytest -q
+
+demo: venv
+	$(PY) -m dr_sandbox demo
+
+up: venv
+	$(PY) -m dr_sandbox up
+
+down:
+	@if test -x $(PY); then $(PY) -m dr_sandbox down; else echo "nothing to stop"; fi
+
+bench: venv
+	$(PY) bench/parse.py
+
+clean: down
+	rm -rf .sandbox

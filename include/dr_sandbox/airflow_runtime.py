@@ -1,0 +1,229 @@
+"""Run real Airflow 3.3 components (api-server, scheduler, dag-processor, triggerer) for the sandbox.
+
+LocalExecutor with SQLite metadata under the sandbox's state dir by default; PostgreSQL metadata by
+one environment variable (DR_SANDBOX_METADATA=postgres), in a database the sandbox creates and drops.
+Connections, pools and variables come from airflow_settings.yaml with the sandbox's values filled in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dr_sandbox.layout import REPO_ROOT, SandboxLayout
+from dr_sandbox.processes import spawn
+
+SETTINGS_FILE = REPO_ROOT / "airflow_settings.yaml"
+COMPONENTS = ("dag-processor", "scheduler", "triggerer", "api-server")
+METADATA_ENV = "DR_SANDBOX_METADATA"
+
+
+def _airflow_bin() -> str:
+    return str(Path(sys.executable).with_name("airflow"))
+
+
+def render_settings(values: Mapping[str, str], path: Path = SETTINGS_FILE) -> dict[str, Any]:
+    """airflow_settings.yaml with every ${NAME} filled; an unfilled placeholder is an error."""
+    text = path.read_text()
+    missing = sorted({m for m in re.findall(r"\$\{([A-Z0-9_]+)\}", text) if m not in values})
+    if missing:
+        raise KeyError(f"{path.name}: no value for placeholders {missing}")
+    text = re.sub(r"\$\{([A-Z0-9_]+)\}", lambda m: str(values[m.group(1)]), text)
+    return yaml.safe_load(text)["airflow"]
+
+
+def connection_env(settings: Mapping[str, Any]) -> dict[str, str]:
+    """AIRFLOW_CONN_<ID> JSON env vars: every component (and task subprocess) sees the same connections."""
+    env = {}
+    for c in settings.get("connections", []):
+        body: dict[str, Any] = {"conn_type": c["conn_type"]}
+        for key, field in (
+            ("conn_host", "host"),
+            ("conn_port", "port"),
+            ("conn_schema", "schema"),
+            ("conn_login", "login"),
+            ("conn_password", "password"),
+        ):
+            if c.get(key) not in (None, ""):
+                body[field] = int(c[key]) if field == "port" else c[key]
+        if c.get("conn_extra"):
+            body["extra"] = c["conn_extra"]
+        env[f"AIRFLOW_CONN_{c['conn_id'].upper()}"] = json.dumps(body)
+    for v in settings.get("variables", []):
+        env[f"AIRFLOW_VAR_{v['variable_name'].upper()}"] = str(v["variable_value"])
+    return env
+
+
+def metadata_url(layout: SandboxLayout) -> str:
+    if os.environ.get(METADATA_ENV, "sqlite") == "postgres":
+        return f"postgresql+psycopg2://postgres@127.0.0.1:5432/{layout.database_name}_airflow"
+    return f"sqlite:///{layout.airflow_home / 'airflow.db'}"
+
+
+def prepare_metadata_database(layout: SandboxLayout) -> None:
+    """Fresh PostgreSQL metadata database when asked for (dropped again by `down`)."""
+    if os.environ.get(METADATA_ENV, "sqlite") != "postgres":
+        return
+    import psycopg2
+    from psycopg2 import sql
+
+    conn = psycopg2.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            name = sql.Identifier(f"{layout.database_name}_airflow")
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(name))
+    finally:
+        conn.close()
+
+
+def drop_metadata_database(layout: SandboxLayout) -> None:
+    import psycopg2
+    from psycopg2 import sql
+
+    conn = psycopg2.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(f"{layout.database_name}_airflow")
+                )
+            )
+    finally:
+        conn.close()
+
+
+def generate_credentials() -> dict[str, str]:
+    """A fresh Airflow admin and fresh secrets per sandbox: never admin/admin, never a literal."""
+    from cryptography.fernet import Fernet
+
+    return {
+        "username": f"dr-admin-{secrets.token_hex(3)}",
+        "password": secrets.token_urlsafe(18),
+        "jwt_secret": secrets.token_urlsafe(32),
+        "api_secret_key": secrets.token_urlsafe(32),
+        "fernet_key": Fernet.generate_key().decode(),
+    }
+
+
+def airflow_env(
+    layout: SandboxLayout, credentials: Mapping[str, str], extra: Mapping[str, str]
+) -> dict[str, str]:
+    home = layout.airflow_home
+    passwords = home / "simple_auth_manager_passwords.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__FERNET_KEY": credentials["fernet_key"],
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{credentials['username']}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{layout.airflow_url}/execution/",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url(layout),
+            "AIRFLOW__API__BASE_URL": layout.airflow_url,
+            "AIRFLOW__API__HOST": layout.host,
+            "AIRFLOW__API__PORT": str(layout.airflow_port),
+            "AIRFLOW__API__SECRET_KEY": credentials["api_secret_key"],
+            "AIRFLOW__API_AUTH__JWT_SECRET": credentials["jwt_secret"],
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), str(REPO_ROOT / "include")]),
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def initialise(
+    layout: SandboxLayout, env: Mapping[str, str], settings: Mapping[str, Any], credentials
+) -> None:
+    """Migrate the metadata DB, write the admin's password file, import pools."""
+    home = layout.airflow_home
+    home.mkdir(parents=True, exist_ok=True)
+    passwords = home / "simple_auth_manager_passwords.json"
+    passwords.write_text(json.dumps({credentials["username"]: credentials["password"]}))
+    passwords.chmod(0o600)
+    prepare_metadata_database(layout)
+    _run([_airflow_bin(), "db", "migrate"], env, layout, "airflow-db-migrate")
+    pools = {
+        p["pool_name"]: {"slots": int(p["pool_slot"]), "description": p.get("pool_description", "")}
+        for p in settings.get("pools", [])
+    }
+    if pools:
+        pools_file = home / "pools.json"
+        pools_file.write_text(json.dumps(pools))
+        _run([_airflow_bin(), "pools", "import", str(pools_file)], env, layout, "airflow-pools")
+
+
+def _run(argv: list[str], env: Mapping[str, str], layout: SandboxLayout, name: str) -> None:
+    layout.logs_dir.mkdir(parents=True, exist_ok=True)
+    with open(layout.logs_dir / f"{name}.log", "ab") as log:
+        proc = subprocess.run(argv, env=dict(env), stdout=log, stderr=subprocess.STDOUT, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(argv[1:])} failed (exit {proc.returncode}); see {layout.logs_dir / name}.log"
+        )
+
+
+def start(layout: SandboxLayout, env: Mapping[str, str]) -> None:
+    airflow = _airflow_bin()
+    argv = {
+        "dag-processor": [airflow, "dag-processor"],
+        "scheduler": [airflow, "scheduler", "--skip-serve-logs"],
+        "triggerer": [airflow, "triggerer", "--skip-serve-logs"],
+        "api-server": [
+            airflow,
+            "api-server",
+            "--host",
+            layout.host,
+            "--port",
+            str(layout.airflow_port),
+            "--workers",
+            "1",
+        ],
+    }
+    for name in COMPONENTS:
+        spawn(f"airflow-{name}", argv[name], env=env, logs_dir=layout.logs_dir, pids_file=layout.pids_file)
+
+
+def wait_healthy(layout: SandboxLayout, *, timeout: float = 180.0) -> dict:
+    """Wait until the api-server reports metadatabase, scheduler, triggerer and dag-processor healthy."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(f"{layout.airflow_url}/api/v2/monitor/health", timeout=5)
+            if r.status_code == 200:
+                last = r.json()
+                states = [
+                    last.get(k, {}).get("status")
+                    for k in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+                ]
+                if all(s == "healthy" for s in states):
+                    return last
+        except httpx.HTTPError as exc:
+            last = str(exc)
+        time.sleep(1.0)
+    raise TimeoutError(
+        f"Airflow not healthy after {timeout:.0f}s (last answer: {last}); see {layout.logs_dir}"
+    )

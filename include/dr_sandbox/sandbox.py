@@ -1,0 +1,363 @@
+"""Start, describe and stop the whole sandbox: the embedded stand-in for AWS, Route 53's data plane,
+Kubernetes and the regions, plus real Airflow components and a real PostgreSQL primary database.
+
+`up` returns when every component is healthy and has written endpoints.json and credentials.json;
+`down` stops exactly the processes `up` recorded (by pid) and drops the databases it created.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import string
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dr_sandbox import airflow_runtime, database
+from dr_sandbox.layout import REPO_ROOT, SandboxLayout, port_is_free
+from dr_sandbox.processes import running, spawn, stop_all
+
+SIMULATED = {
+    "aws": "AWS APIs are moto 5.2 in server mode (control plane only; RDS holds no data)",
+    "route53_data_plane": "Route 53 answers come from the sandbox DNS server, whose health checkers probe "
+    "the regional apps as Route 53 documents",
+    "kubernetes": "the Kubernetes API is the sandbox stand-in; toolbox pods run as local processes, other "
+    "images complete as simulated",
+    "regions": "each region is a small HTTP app on its own loopback address",
+}
+
+
+class SandboxError(RuntimeError):
+    pass
+
+
+def _log(msg: str) -> None:
+    print(f"[sandbox] {msg}", file=sys.stderr, flush=True)
+
+
+def _python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception as exc:
+            last_exc = exc
+        time.sleep(0.25)
+    raise SandboxError(f"{what} not healthy after {timeout:.0f}s ({last_exc})")
+
+
+def _http_ok(url: str) -> Callable[[], bool]:
+    import httpx
+
+    return lambda: httpx.get(url, timeout=2).status_code == 200
+
+
+def sandbox_estate(layout: SandboxLayout, base: Path) -> dict[str, Any]:
+    """The estate as the sandbox runs it: same file, regions' endpoints moved onto loopback apps."""
+    data = yaml.safe_load(base.read_text())
+    for name, region in data["regions"].items():
+        region["endpoint"] = {
+            "address": layout.region_hosts[name],
+            "hostname": region["endpoint"]["hostname"],
+            "port": layout.app_port,
+            "protocol": "HTTP",
+        }
+    hc = data["route53"]["health_check"]
+    hc["type"] = "HTTP"
+    hc["port"] = layout.app_port
+    return data
+
+
+def _aws_credentials() -> dict[str, str]:
+    alphabet = string.ascii_uppercase + string.digits
+    return {
+        "AWS_ACCESS_KEY_ID": "AKIA" + "".join(secrets.choice(alphabet) for _ in range(16)),
+        "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
+    }
+
+
+def _write_private(path: Path, data: Any) -> None:
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(json.dumps(data, indent=2))
+
+
+def _kubeconfig(layout: SandboxLayout, namespace: str) -> None:
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "dr-sandbox", "cluster": {"server": layout.k8s_url}}],
+        "users": [{"name": "dr-sandbox", "user": {"token": secrets.token_urlsafe(24)}}],
+        "contexts": [
+            {
+                "name": "dr-sandbox",
+                "context": {"cluster": "dr-sandbox", "user": "dr-sandbox", "namespace": namespace},
+            }
+        ],
+        "current-context": "dr-sandbox",
+    }
+    layout.kubeconfig_file.write_text(yaml.safe_dump(cfg))
+    layout.kubeconfig_file.chmod(0o600)
+
+
+def _check_ports(layout: SandboxLayout) -> None:
+    import socket
+
+    wanted = [
+        ("AWS emulator", layout.host, layout.aws_port, socket.SOCK_STREAM),
+        ("DNS (udp)", layout.host, layout.dns_port, socket.SOCK_DGRAM),
+        ("DNS (tcp)", layout.host, layout.dns_port, socket.SOCK_STREAM),
+        ("DNS status", layout.host, layout.dns_status_port, socket.SOCK_STREAM),
+        ("Kubernetes API", layout.host, layout.k8s_port, socket.SOCK_STREAM),
+        ("Airflow api-server", layout.host, layout.airflow_port, socket.SOCK_STREAM),
+        *[(f"app {r}", h, layout.app_port, socket.SOCK_STREAM) for r, h in layout.region_hosts.items()],
+    ]
+    busy = [
+        f"{what} {host}:{port}" for what, host, port, kind in wanted if not port_is_free(host, port, kind)
+    ]
+    if busy:
+        raise SandboxError(
+            f"ports already in use: {', '.join(busy)} (is another sandbox running? `make down`)"
+        )
+
+
+def up(layout: SandboxLayout | None = None, *, with_airflow: bool = True) -> dict[str, Any]:
+    """Start everything; return the endpoints document. On any failure, stop what was started."""
+    from dr_automation.estate import DEFAULT_ESTATE_PATH, load_estate
+
+    layout = layout or SandboxLayout()
+    layout.state_dir.mkdir(parents=True, exist_ok=True)
+    layout.state_dir.chmod(0o700)
+    if running(layout.pids_file):
+        raise SandboxError(f"a sandbox is already running from {layout.state_dir} (run `make down` first)")
+    base_estate = load_estate(DEFAULT_ESTATE_PATH)
+    layout = layout.with_regions(list(base_estate.regions))
+    _check_ports(layout)
+    layout.save()
+    started = time.monotonic()
+    try:
+        return _up(layout, started, with_airflow=with_airflow)
+    except BaseException:
+        _log("start failed: stopping what was started")
+        down(layout)
+        raise
+
+
+def _up(layout: SandboxLayout, started: float, *, with_airflow: bool) -> dict[str, Any]:
+    from dr_automation.estate import DEFAULT_ESTATE_PATH, load_estate
+    from dr_sandbox.aws_seed import seed_aws
+    from dr_sandbox.k8s_api import seed_cluster
+
+    layout.estate_file.write_text(
+        yaml.safe_dump(sandbox_estate(layout, DEFAULT_ESTATE_PATH), sort_keys=False)
+    )
+    estate = load_estate(layout.estate_file)  # the sandbox's estate passes the same validation
+    aws_creds = _aws_credentials()
+    primary_region = estate.primary_region.name
+
+    _log(f"creating the primary database {layout.database_name} (real PostgreSQL rows)")
+    db = database.create(layout.database_name)
+
+    base_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AWS_"))},
+        **aws_creds,
+        "AWS_DEFAULT_REGION": primary_region,
+        "AWS_ENDPOINT_URL": layout.aws_url,
+        "DR_ESTATE_CONFIG": str(layout.estate_file),
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), str(REPO_ROOT / "include")]),
+    }
+
+    def start(name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        spawn(
+            name,
+            argv,
+            env=env or base_env,
+            logs_dir=layout.logs_dir,
+            pids_file=layout.pids_file,
+            cwd=REPO_ROOT,
+        )
+
+    _log(f"AWS emulator on {layout.aws_url}")
+    start(
+        "aws-emulator",
+        _python_module("dr_sandbox.aws_emulator", "--host", layout.host, "--port", str(layout.aws_port)),
+    )
+    _wait("AWS emulator", _http_ok(f"{layout.aws_url}/_sandbox/health"))
+    os.environ.update({k: v for k, v in base_env.items() if k.startswith("AWS_")})
+    seeded = seed_aws(
+        estate,
+        layout.aws_url,
+        region_addresses={r: (h, layout.app_port) for r, h in layout.region_hosts.items()},
+    )
+
+    for region, host in layout.region_hosts.items():
+        _log(f"regional app {region} on {layout.app_url(region)}")
+        start(
+            f"app-{region}",
+            _python_module(
+                "dr_sandbox.regional_app",
+                "--region",
+                region,
+                "--host",
+                host,
+                "--port",
+                str(layout.app_port),
+                "--dsn-env",
+                "PRIMARY_DB_DSN",
+                "--cloudwatch-endpoint",
+                layout.aws_url,
+                "--publish-interval",
+                str(layout.metrics_publish_seconds),
+            ),
+            {**base_env, "PRIMARY_DB_DSN": db.dsn, "AWS_DEFAULT_REGION": region},
+        )
+    for region in layout.region_hosts:
+        _wait(f"app {region}", _http_ok(f"{layout.app_url(region)}/health"))
+
+    _log(f"DNS (Route 53 data plane) on {layout.host}:{layout.dns_port} udp+tcp")
+    start(
+        "dns",
+        _python_module(
+            "dr_sandbox.dns_server",
+            "--host",
+            layout.host,
+            "--port",
+            str(layout.dns_port),
+            "--aws-endpoint",
+            layout.aws_url,
+            "--interval-override",
+            str(layout.health_interval_seconds),
+            "--status-port",
+            str(layout.dns_status_port),
+        ),
+    )
+    _wait("DNS server", _http_ok(f"{layout.dns_status_url}/health"))
+
+    pod_namespace = estate.kubernetes["pod_namespace"]
+    _log(f"Kubernetes API stand-in on {layout.k8s_url}")
+    _kubeconfig(layout, pod_namespace)
+    start(
+        "k8s-api",
+        _python_module(
+            "dr_sandbox.k8s_api",
+            "--host",
+            layout.host,
+            "--port",
+            str(layout.k8s_port),
+            "--state-dir",
+            str(layout.state_dir / "k8s"),
+            "--toolbox-image",
+            estate.kubernetes["toolbox_image"].rsplit(":", 1)[0],
+            "--seed-from-estate",
+        ),
+    )
+    _wait("Kubernetes API", _http_ok(f"{layout.k8s_url}/version"))
+    secret = estate.databases["primary"]["credentials_secret"]
+    seed_cluster(layout.k8s_url, estate, {secret["name"]: {secret["key"]: db.dsn}})
+
+    credentials: dict[str, str] = {}
+    if with_airflow:
+        credentials = airflow_runtime.generate_credentials()
+        settings = airflow_runtime.render_settings(
+            {
+                **aws_creds,
+                "AWS_ENDPOINT_URL": layout.aws_url,
+                "KUBECONFIG_PATH": str(layout.kubeconfig_file),
+                "POD_NAMESPACE": pod_namespace,
+                "PRIMARY_DB_HOST": db.host,
+                "PRIMARY_DB_PORT": str(db.port),
+                "PRIMARY_DB_NAME": db.name,
+                "PRIMARY_DB_USER": db.role,
+                "PRIMARY_DB_PASSWORD": db.password,
+                "DR_ENVIRONMENT": "sandbox",
+            }
+        )
+        env = airflow_runtime.airflow_env(
+            layout,
+            credentials,
+            {
+                **airflow_runtime.connection_env(settings),
+                "DR_ESTATE_CONFIG": str(layout.estate_file),
+                **{k: v for k, v in base_env.items() if k.startswith("AWS_")},
+            },
+        )
+        _log("Airflow: migrating metadata, starting dag-processor, scheduler, triggerer, api-server")
+        airflow_runtime.initialise(layout, env, settings, credentials)
+        airflow_runtime.start(layout, env)
+        airflow_runtime.wait_healthy(layout)
+
+    endpoints = {
+        "aws": {"endpoint_url": layout.aws_url, "faults": f"{layout.aws_url}/_sandbox/faults"},
+        "dns": {"host": layout.host, "port": layout.dns_port, "status": f"{layout.dns_status_url}/status"},
+        "kubernetes": {"api": layout.k8s_url, "kubeconfig": str(layout.kubeconfig_file)},
+        "airflow": {"url": layout.airflow_url, "api": f"{layout.airflow_url}/api/v2"}
+        if with_airflow
+        else None,
+        "regions": {
+            r: {
+                "address": h,
+                "port": layout.app_port,
+                "url": layout.app_url(r),
+                "role": estate.regions[r].role,
+            }
+            for r, h in layout.region_hosts.items()
+        },
+        "database": db.public(),
+        "estate": str(layout.estate_file),
+        "record_name": estate.route53["record_name"],
+        "aws_resources": seeded,
+        "health_check_interval_seconds": layout.health_interval_seconds,
+        "simulated": SIMULATED,
+        "started_in_seconds": round(time.monotonic() - started, 1),
+    }
+    layout.endpoints_file.write_text(json.dumps(endpoints, indent=2, default=str))
+    _write_private(
+        layout.credentials_file,
+        {
+            "username": credentials.get("username"),
+            "password": credentials.get("password"),
+            "aws_access_key_id": aws_creds["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": aws_creds["AWS_SECRET_ACCESS_KEY"],
+            "primary_database_dsn": db.dsn,
+        },
+    )
+    _log(f"sandbox up in {endpoints['started_in_seconds']}s")
+    return endpoints
+
+
+def down(layout: SandboxLayout | None = None) -> dict[str, Any]:
+    """Stop exactly what `up` started (recorded pids), drop the databases it created."""
+    if layout is None:
+        default = SandboxLayout.from_env()
+        layout = (
+            SandboxLayout.load(default.state_dir) if (default.state_dir / "layout.json").exists() else default
+        )
+    stopped = stop_all(layout.pids_file)
+    database.drop(layout.database_name)
+    airflow_runtime.drop_metadata_database(layout)
+    for f in (layout.endpoints_file, layout.credentials_file):
+        f.unlink(missing_ok=True)
+    return {"stopped": stopped}
+
+
+def resolve(layout: SandboxLayout, name: str) -> list[str]:
+    """Ask the sandbox's Route 53 data plane, as a client would (a real DNS query over UDP)."""
+    import dns.resolver
+
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [layout.host]
+    resolver.port = layout.dns_port
+    resolver.lifetime = 3.0
+    return [r.address for r in resolver.resolve(name, "A")]
