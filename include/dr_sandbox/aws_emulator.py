@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import ipaddress
 import itertools
 import json
 import os
@@ -27,6 +26,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
+
+from dr_sandbox.netguard import require_loopback
 
 CONTROL_PREFIX = "/_sandbox/"
 FAULTS_PATH = "/_sandbox/faults"
@@ -580,20 +581,6 @@ def _json(start_response: StartResponse, status: int, payload: Any) -> list[byte
 # -- the server -------------------------------------------------------------------------------
 
 
-def _require_loopback(host: str) -> None:
-    """Refuse anything but loopback: the sandbox must never be reachable from outside this machine."""
-    if host == "localhost":
-        return
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(
-            f"host: {host!r} is not an IP address (use a loopback address like 127.0.0.1)"
-        ) from None
-    if not ip.is_loopback:
-        raise ValueError(f"host: {host} is not a loopback address; the emulator binds 127.x.x.x or ::1 only")
-
-
 def build_app(registry: FaultRegistry | None = None) -> FaultInjectionMiddleware:
     """moto's dispatching WSGI app (every service, routed by SigV4 scope) behind the fault middleware."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -652,7 +639,7 @@ def start_emulator(host: str = "127.0.0.1", port: int = 0, *, quiet: bool = True
 
     moto's backends are process-global: two emulators in one process share AWS state.
     """
-    _require_loopback(host)
+    require_loopback(host)
     registry = FaultRegistry()
     server = _make_server(host, port, build_app(registry), quiet)
     thread = threading.Thread(target=server.serve_forever, name=f"aws-emulator-{port}", daemon=True)
@@ -706,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     args = parser.parse_args(argv)
     try:
-        _require_loopback(args.host)
+        require_loopback(args.host)
     except ValueError as exc:
         parser.error(str(exc))
     if not 0 <= args.port <= 65535:

@@ -42,7 +42,6 @@ import logging
 import os
 import random
 import re
-import signal
 import socket
 import socketserver
 import ssl
@@ -66,6 +65,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from dr_sandbox.netguard import require_loopback, serve_until_signalled
+
 log = logging.getLogger("dr_sandbox.dns_server")
 
 HTTP_CONNECT_TIMEOUT_S = 4.0  # Route 53: TCP connection within four seconds
@@ -86,16 +87,6 @@ TARGET_KEYS = (
 
 def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat() if ts else None
-
-
-def require_loopback_bind(host: str) -> None:
-    """Refuse to listen on anything but loopback: the sandbox never serves off-machine."""
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"host: must be a loopback IP address (127.0.0.0/8 or ::1), got {host!r}") from None
-    if not addr.is_loopback:
-        raise ValueError(f"host: must be a loopback address (127.0.0.0/8 or ::1), got {host}")
 
 
 # --------------------------------------------------------------------------- health checks
@@ -1040,7 +1031,7 @@ def start_dns_server(
     aws_region: str = "us-east-1",
 ) -> DnsServerHandle:
     """Start the DNS stand-in in background threads (port 0 = free port; status_port None = no status)."""
-    require_loopback_bind(host)
+    require_loopback(host)
     server = DnsServer(
         aws_endpoint,
         refresh_seconds=refresh_seconds,
@@ -1098,13 +1089,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"dns_server: {exc}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    print(f"DNS stand-in ready on {handle.host}:{handle.port}, status {handle.status_url}", flush=True)
-    stop.wait()
-    handle.stop()
-    return 0
+    return serve_until_signalled(
+        handle.stop, f"DNS stand-in ready on {handle.host}:{handle.port}, status {handle.status_url}"
+    )
 
 
 if __name__ == "__main__":

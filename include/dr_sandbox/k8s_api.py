@@ -38,7 +38,6 @@ import base64
 import binascii
 import contextlib
 import copy
-import ipaddress
 import json
 import logging
 import os
@@ -63,6 +62,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from dr_sandbox.netguard import require_loopback, serve_until_signalled
 
 log = logging.getLogger(__name__)
 
@@ -1161,6 +1162,7 @@ class PodRunner:
         server_host: str,
         server_port_ref: Callable[[], int],
         simulated_seconds: float,
+        container_start_seconds: float = 0.0,
     ) -> None:
         self.store = store
         self.work_root = work_root
@@ -1171,6 +1173,9 @@ class PodRunner:
         self.server_host = server_host
         self.server_port_ref = server_port_ref
         self.simulated_seconds = simulated_seconds
+        # Real pods spend seconds being scheduled, pulling and creating the container; a pod that
+        # completes instantly is unrealistic and hits Airflow 3.3's stale defer-exit race (#72716).
+        self.container_start_seconds = container_start_seconds
         self.pods: dict[str, _Running] = {}
         self._lock = threading.Lock()
         self._pod_rt = _BY_PATH[("", "v1", "pods")]
@@ -1420,6 +1425,8 @@ class PodRunner:
             current, "Scheduled", f"Successfully assigned {running.namespace}/{running.name} to {NODE_NAME}"
         )
         running.workdir.mkdir(parents=True, exist_ok=True)
+        if self.container_start_seconds and running.stop.wait(self.container_start_seconds):
+            return
 
         # Resolve env like the kubelet: retry until the secret appears or the pod is deleted.
         reported = None
@@ -2160,15 +2167,6 @@ class K8sApiHandle:
         self.stop()
 
 
-def _require_loopback(host: str) -> None:
-    try:
-        ok = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        ok = host == "localhost"
-    if not ok:
-        raise ValueError(f"--host {host!r}: the Kubernetes API stand-in binds to loopback (127.0.0.0/8) only")
-
-
 def start_k8s_api(
     host: str = "127.0.0.1",
     port: int = 0,
@@ -2179,13 +2177,14 @@ def start_k8s_api(
     extra_env: Mapping[str, str] | None = None,
     tokens: Iterable[str] = (),
     simulated_seconds: float = 0.5,
+    container_start_seconds: float = 0.0,
 ) -> K8sApiHandle:
     """Start the stand-in on a background thread (``port=0``: a free port); state persists in ``state_dir``.
 
     ``toolbox_image`` is a repository (a tag is ignored): pods whose container ``base`` uses it run
     locally. ``extra_env`` is added to every pod process (after the pass-through variables).
     """
-    _require_loopback(host)
+    require_loopback(host)
     tmp = None
     if state_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="dr-k8s-api-")
@@ -2206,6 +2205,7 @@ def start_k8s_api(
         server_host=host,
         server_port_ref=lambda: actual_port,
         simulated_seconds=simulated_seconds,
+        container_start_seconds=container_start_seconds,
     )
     runner.recover()
     app = K8sApiApp(store, runner, tokens)
@@ -2547,10 +2547,16 @@ def main(argv: list[str] | None = None) -> int:
         "--token", action="append", default=[], help="accept only this bearer token (repeatable)"
     )
     parser.add_argument("--simulated-seconds", type=float, default=0.5)
+    parser.add_argument(
+        "--container-start-seconds",
+        type=float,
+        default=0.0,
+        help="time a pod spends scheduled but not yet started (image pull, container creation)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        _require_loopback(args.host)
+        require_loopback(args.host)
     except ValueError as exc:
         parser.error(str(exc))
     handle = start_k8s_api(
@@ -2561,6 +2567,7 @@ def main(argv: list[str] | None = None) -> int:
         pass_env=args.pass_env.replace(",", " ").split() if args.pass_env else None,
         tokens=args.token,
         simulated_seconds=args.simulated_seconds,
+        container_start_seconds=args.container_start_seconds,
     )
     if args.seed_from_estate:
         from dr_automation.estate import load_estate
@@ -2570,13 +2577,7 @@ def main(argv: list[str] | None = None) -> int:
             seed_secrets = json.loads(Path(args.seed_secrets_file).read_text())
         summary = seed_cluster(handle.store, load_estate(), seed_secrets)
         log.info("seeded: %s", {ns: len(objs) for ns, objs in summary.items()})
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    print(f"k8s-api listening on {handle.url}", flush=True)
-    stop.wait()
-    handle.stop()
-    return 0
+    return serve_until_signalled(handle.stop, f"k8s-api listening on {handle.url}")
 
 
 if __name__ == "__main__":

@@ -7,21 +7,16 @@ layout on free ports so they never collide with a running `make up`.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dr_sandbox.netguard import require_loopback
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STATE_DIR = REPO_ROOT / ".sandbox"
-
-
-def _require_loopback(address: str) -> str:
-    if not ipaddress.ip_address(address).is_loopback:
-        raise ValueError(f"sandbox address {address} is not loopback: everything binds to 127.0.0.0/8 only")
-    return address
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -55,11 +50,13 @@ class SandboxLayout:
     # seconds between the DNS stand-in's health probes (Route 53 allows 10 or 30; the sandbox is faster)
     health_interval_seconds: float = 1.0
     metrics_publish_seconds: float = 2.0
+    # a pod's time from scheduled to started (image pull, container creation), as on a real node
+    pod_start_seconds: float = 3.0
 
     def __post_init__(self) -> None:
-        _require_loopback(self.host)
+        require_loopback(self.host, field="sandbox host")
         for addr in self.region_hosts.values():
-            _require_loopback(addr)
+            require_loopback(addr, field="region address")
 
     # -- paths -------------------------------------------------------------------------------
     @property

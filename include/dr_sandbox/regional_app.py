@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import argparse
 import http.server
-import ipaddress
 import json
 import logging
 import math
 import os
 import random
-import signal
 import socket
 import struct
 import sys
@@ -36,6 +34,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from dr_sandbox.netguard import require_loopback, serve_until_signalled
 
 log = logging.getLogger("dr_sandbox.regional_app")
 
@@ -434,16 +434,6 @@ class _Server(http.server.ThreadingHTTPServer):
     request_queue_size = 128
 
 
-def require_loopback(host: str) -> None:
-    """Refuse to bind anything but a loopback address: the sandbox never listens off-machine."""
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"host: must be a loopback IP address (127.0.0.0/8 or ::1), got {host!r}") from None
-    if not addr.is_loopback:
-        raise ValueError(f"host: must be a loopback address (127.0.0.0/8 or ::1), got {host}")
-
-
 class RegionalAppHandle:
     """A running regional app (in-process): its address, its state and a way to stop it."""
 
@@ -557,13 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"regional_app: {exc}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    print(f"regional app {args.region} ready on {handle.url}", flush=True)
-    stop.wait()
-    handle.stop()
-    return 0
+    return serve_until_signalled(handle.stop, f"regional app {args.region} ready on {handle.url}")
 
 
 if __name__ == "__main__":

@@ -261,6 +261,8 @@ def _up(layout: SandboxLayout, started: float, *, with_airflow: bool) -> dict[st
             "--toolbox-image",
             estate.kubernetes["toolbox_image"].rsplit(":", 1)[0],
             "--seed-from-estate",
+            "--container-start-seconds",
+            str(layout.pod_start_seconds),
         ),
     )
     _wait("Kubernetes API", _http_ok(f"{layout.k8s_url}/version"))

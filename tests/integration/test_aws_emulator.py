@@ -488,4 +488,4 @@ def test_cli_refuses_non_loopback_host() -> None:
         timeout=60,
     )
     assert result.returncode == 2
-    assert "host: 0.0.0.0 is not a loopback address" in result.stderr
+    assert "host: must be a loopback address" in result.stderr

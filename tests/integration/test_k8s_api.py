@@ -423,3 +423,32 @@ def test_selector_parsing_and_toolbox_mapping() -> None:
         "--x",
     ]
     assert toolbox_argv([], ["restore"]) == [sys.executable, "-m", "dr_toolbox", "restore"]
+
+
+def test_container_start_delay_keeps_pod_creating_like_a_real_node(tmp_path: Path) -> None:
+    """Pods are not instant on a real node (scheduling, image pull, container creation)."""
+    handle = start_k8s_api(state_dir=tmp_path / "slow", simulated_seconds=0.1, container_start_seconds=1.5)
+    try:
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(
+            config_file=str(_kubeconfig(tmp_path / "kc-slow.json", handle.url))
+        )
+        v1 = client.CoreV1Api(api)
+        v1.create_namespace({"metadata": {"name": "slow"}})
+        body = {
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "base", "image": "busybox:1.36", "command": ["true"]}]},
+        }
+        t0 = time.monotonic()
+        v1.create_namespaced_pod("slow", body)
+        time.sleep(0.5)
+        pod = v1.read_namespaced_pod("p", "slow")
+        assert pod.status.phase == "Pending"
+        assert pod.status.container_statuses[0].state.waiting.reason == "ContainerCreating"
+        while v1.read_namespaced_pod("p", "slow").status.phase != "Succeeded":
+            assert time.monotonic() - t0 < 10
+            time.sleep(0.1)
+        assert time.monotonic() - t0 >= 1.5
+    finally:
+        handle.stop()
