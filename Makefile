@@ -55,7 +55,7 @@ down:
 	@if test -x $(PY); then $(PY) -m dr_sandbox down; else echo "nothing to stop"; fi
 
 bench: venv
-	$(PY) bench/parse.py
+	@$(PY) bench/parse.py
 
 clean: down
 	rm -rf .sandbox
