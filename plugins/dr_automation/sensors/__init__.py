@@ -1,0 +1,1 @@
+"""Sensors for what the Amazon provider does not cover (Route 53, DNS answers)."""
