@@ -45,7 +45,7 @@ def test_bench_parse_reports_per_file_figures_and_remote_calls(tmp_path: Path) -
     assert all(isinstance(v, bool) for v in report["meets_targets"].values())
 
     files = {f["file"]: f for f in report["files"]}
-    expected_files = sorted(p.name for p in FIXTURES.glob("*.py"))
+    expected_files = sorted(p.name for p in FIXTURES.glob("*.py") if p.name != "planted_estate.py")
     assert sorted(files) == expected_files
     for entry in files.values():
         assert len(entry["warm_runs_s"]) == 2

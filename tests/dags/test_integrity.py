@@ -5,6 +5,7 @@ Test ids read ``test_dag_file_rule[<file>-<rule>]`` so a CI failure names the fi
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,10 @@ from tests.dags.integrity import (
 )
 
 DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
-BAD_ESTATE = Path(__file__).resolve().parent / "fixtures" / "bad_estate.yaml"
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
+from planted_estate import bad_estate_path  # noqa: E402
+
+BAD_ESTATE = bad_estate_path()
 DAG_FILES = list_dag_files(DAGS_FOLDER)
 # An empty dags/ must FAIL, not silently produce zero parametrized tests.
 _NO_FILES = "<no DAG files in dags/>"

@@ -221,6 +221,23 @@ def _sla_credit(index: int, **fields: Any) -> Callable[[Doc], None]:
     return mutate
 
 
+def _contact(name: str, *, drop: str | None = None, rename: str | None = None) -> Callable[[Doc], None]:
+    def mutate(doc: Doc) -> None:
+        contacts = doc["notifications"]["contacts"]
+        if drop is not None:
+            del contacts[name][drop]
+        elif rename is not None:
+            contacts[rename] = contacts.pop(name)
+        else:
+            del contacts[name]
+
+    return mutate
+
+
+def _stakeholder_in_both_audiences(doc: Doc) -> None:
+    doc["stakeholders"]["external"][0]["group"] = "Marketing"
+
+
 BAD_DOCS = [
     # --- structure, caught by the schema
     pytest.param(_delete("health"), "health", "is required", id="missing-section"),
@@ -642,6 +659,66 @@ BAD_DOCS = [
         "failover_authorization.approvers",
         "must name at least one approver",
         id="approval-without-approvers",
+    ),
+    pytest.param(
+        _contact("CEO", drop="phone"),
+        "notifications.contacts.CEO",
+        "no address for channel 'phone' that the stakeholder matrix uses (stakeholders.internal[0].channels)",
+        id="role-without-channel",
+    ),
+    pytest.param(
+        _contact("VP Engineering", drop="email"),
+        'notifications.contacts."VP Engineering"',
+        "no address for channel 'email'",
+        id="role-with-space-without-channel",
+    ),
+    pytest.param(
+        _contact("Regulatory Bodies", drop="formal_notice"),
+        'notifications.contacts."Regulatory Bodies"',
+        "no address for channel 'formal_notice'",
+        id="as-required-group-without-channel",
+    ),
+    pytest.param(
+        _contact("Developer Customers"),
+        "notifications.contacts",
+        "has no entry for stakeholder 'Developer Customers' (stakeholders.external[2] reaches it by status_page)",
+        id="stakeholder-without-contact",
+    ),
+    pytest.param(
+        _contact("Marketing", rename="Marketting"),
+        "notifications.contacts.Marketting",
+        "is not a stakeholder of the matrix (stakeholders: CEO, CTO,",
+        id="contact-names-unknown-stakeholder",
+    ),
+    pytest.param(
+        _contact("Marketing", rename="Marketting"),
+        "notifications.contacts.Marketting",
+        "did you mean 'Marketing'?",
+        id="contact-typo-suggestion",
+    ),
+    pytest.param(
+        _stakeholder_in_both_audiences,
+        "stakeholders.external[0].group",
+        "'Marketing' is already listed at stakeholders.internal[5]",
+        id="stakeholder-name-in-both-audiences",
+    ),
+    pytest.param(
+        _set("notifications", "failure_levels", "dags", "regional failover", value=3),
+        'notifications.failure_levels.dags."regional failover"',
+        "is not a valid DAG id",
+        id="failure-level-bad-dag-id",
+    ),
+    pytest.param(
+        _set("notifications", "failure_levels", "dags", "x" * 251, value=3),
+        "notifications.failure_levels.dags." + "x" * 251,
+        "at most 250",
+        id="failure-level-dag-id-too-long",
+    ),
+    pytest.param(
+        _set("notifications", "failure_levels", "dags", "regional_failover\n", value=3),
+        "notifications.failure_levels.dags.regional_failover\n",
+        "is not a valid DAG id",
+        id="failure-level-dag-id-trailing-newline",
     ),
 ]
 

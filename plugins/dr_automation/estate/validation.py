@@ -358,6 +358,7 @@ def _check_cross_fields(doc: dict[str, Any]) -> None:
         _check_route53,
         _check_incident_levels,
         _check_stakeholders,
+        _check_notifications,
         _check_business_impact,
         _check_failover_authorization,
     )
@@ -646,6 +647,55 @@ def _check_stakeholders(doc: Mapping[str, Any]) -> None:
                     (*ipath, id_field), f"{name!r} is already listed at stakeholders.{group}[{seen[name]}]"
                 )
             seen[name] = index
+
+
+def _check_notifications(doc: Mapping[str, Any]) -> None:
+    """The address book must cover the stakeholder matrix exactly: routing never sends half a plan."""
+    matrix: dict[str, tuple[str, int, Sequence[str]]] = {}
+    for group, id_field in (("internal", "role"), ("external", "group")):
+        for index, item in enumerate(doc["stakeholders"][group]):
+            name = item[id_field]
+            if name in matrix:
+                other_group, other_index, _ = matrix[name]
+                raise _Problem(
+                    ("stakeholders", group, index, id_field),
+                    f"{name!r} is already listed at stakeholders.{other_group}[{other_index}] "
+                    "(notifications.contacts is keyed by name, so names must be unique across "
+                    "internal and external)",
+                )
+            matrix[name] = (group, index, item["channels"])
+    notifications = doc["notifications"]
+    contacts = notifications["contacts"]
+    for name in contacts:
+        if name not in matrix:
+            raise _Problem(
+                ("notifications", "contacts", name),
+                f"is not a stakeholder of the matrix (stakeholders: {', '.join(matrix)})"
+                f"{_suggest(name, matrix)}",
+            )
+    for name, (group, index, channels) in matrix.items():
+        if name not in contacts:
+            raise _Problem(
+                ("notifications", "contacts"),
+                f"has no entry for stakeholder {name!r} (stakeholders.{group}[{index}] reaches it by "
+                f"{', '.join(channels)})",
+            )
+        for channel in channels:
+            if channel not in contacts[name]:
+                raise _Problem(
+                    ("notifications", "contacts", name),
+                    f"no address for channel {channel!r} that the stakeholder matrix uses "
+                    f"(stakeholders.{group}[{index}].channels)",
+                )
+    for dag_id in notifications["failure_levels"].get("dags", {}):
+        if not _DAG_ID.fullmatch(dag_id):
+            raise _Problem(
+                ("notifications", "failure_levels", "dags", dag_id),
+                "is not a valid DAG id: at most 250 letters, digits, '_', '.' or '-'",
+            )
+
+
+_DAG_ID = re.compile(r"[A-Za-z0-9_.-]{1,250}")
 
 
 def _check_business_impact(doc: Mapping[str, Any]) -> None:

@@ -154,13 +154,13 @@ class Route53Hook(AwsGenericHook["Route53Client"]):
                 return record
         return None
 
-    def change_record_sets(
+    def prepare_changes(
         self, zone_id: str, changes: Sequence[Mapping[str, Any]], *, comment: str = ""
     ) -> ChangeResult:
-        """Apply a change batch, skipping changes that would change nothing; capture what was there.
+        """The effective batch (changes that would change nothing dropped) and what it will replace.
 
-        Route 53 applies one batch atomically. The result's `previous` holds each touched record set
-        as it was, which is exactly what `rollback` needs.
+        Captured BEFORE submitting, so a rollback is possible even when the submit's answer is lost
+        (a timeout after Route 53 applied the batch).
         """
         current = {record_key(r): r for r in self.list_record_sets(zone_id)}
         effective: list[dict[str, Any]] = []
@@ -181,20 +181,34 @@ class Route53Hook(AwsGenericHook["Route53Client"]):
                 record = dict(existing)  # DELETE must name the record exactly as it is
             previous.setdefault(key, copy.deepcopy(existing) if existing is not None else None)
             effective.append({"Action": action, "ResourceRecordSet": record})
-        if not effective:
-            return ChangeResult(change_id=None, status="INSYNC", applied=[], previous={})
-        batch: dict[str, Any] = {"Changes": effective}
+        return ChangeResult(
+            change_id=None, status="PENDING" if effective else "INSYNC", applied=effective, previous=previous
+        )
+
+    def submit_changes(self, zone_id: str, prepared: ChangeResult, *, comment: str = "") -> ChangeResult:
+        """Submit a prepared batch (Route 53 applies one batch atomically)."""
+        if not prepared.applied:
+            return prepared
+        batch: dict[str, Any] = {"Changes": prepared.applied}
         if comment:
             batch["Comment"] = comment[:256]
         response = self.conn.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch=batch)
         info = response["ChangeInfo"]
-        self.log.info("Route 53 change %s (%s): %d change(s)", info["Id"], info["Status"], len(effective))
+        self.log.info(
+            "Route 53 change %s (%s): %d change(s)", info["Id"], info["Status"], len(prepared.applied)
+        )
         return ChangeResult(
             change_id=info["Id"].rsplit("/", 1)[-1],
             status=info["Status"],
-            applied=effective,
-            previous=previous,
+            applied=prepared.applied,
+            previous=prepared.previous,
         )
+
+    def change_record_sets(
+        self, zone_id: str, changes: Sequence[Mapping[str, Any]], *, comment: str = ""
+    ) -> ChangeResult:
+        """Apply a change batch, skipping changes that would change nothing; capture what was there."""
+        return self.submit_changes(zone_id, self.prepare_changes(zone_id, changes), comment=comment)
 
     def rollback(self, zone_id: str, result: ChangeResult, *, comment: str = "rollback") -> ChangeResult:
         """Put back every record set a change replaced (and remove the ones it created)."""
@@ -311,13 +325,20 @@ class Route53Hook(AwsGenericHook["Route53Client"]):
         except self.conn.exceptions.NoSuchHealthCheck as exc:
             raise AirflowNotFoundException(f"Route 53 health check {check_id} not found") from exc
 
+    @staticmethod
+    def _flags(check: Mapping[str, Any]) -> dict[str, bool]:
+        cfg = check["HealthCheckConfig"]
+        return {"Inverted": bool(cfg.get("Inverted", False)), "Disabled": bool(cfg.get("Disabled", False))}
+
+    def health_check_flags(self, check_id: str) -> dict[str, bool]:
+        return self._flags(self.get_health_check(check_id))
+
     def set_health_check_flags(
         self, check_id: str, *, inverted: bool | None = None, disabled: bool | None = None
     ) -> dict[str, Any]:
         """Invert or disable a check (the data-plane failover lever). Returns the previous flags."""
         check = self.get_health_check(check_id)
-        cfg = check["HealthCheckConfig"]
-        before = {"Inverted": bool(cfg.get("Inverted", False)), "Disabled": bool(cfg.get("Disabled", False))}
+        before = self._flags(check)
         updates: dict[str, Any] = {}
         if inverted is not None and before["Inverted"] != inverted:
             updates["Inverted"] = inverted

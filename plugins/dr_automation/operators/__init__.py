@@ -1,0 +1,1 @@
+"""Operators for what the Amazon provider does not cover (Route 53)."""
