@@ -23,6 +23,13 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from dr_automation.route53_plan import (
+    failover_records,
+    health_check_config,
+    health_check_name,
+    health_check_tags,
+)
+
 if TYPE_CHECKING:
     from dr_automation.estate import Estate
 
@@ -402,6 +409,9 @@ def _seed_rds_and_secrets(
 
 # -- Route 53 ---------------------------------------------------------------------------------
 
+#: Health-check settings Route 53 fixes at creation (a change means a new check).
+_FIXED_AT_CREATION = frozenset({"Type", "RequestInterval", "MeasureLatency"})
+
 
 def _fqdn(name: str) -> str:
     return name if name.endswith(".") else f"{name}."
@@ -436,8 +446,6 @@ def _seed_health_checks(
 
     Returns the ids by region and the ids of our older checks for those regions that were replaced.
     """
-    cfg = estate.route53["health_check"]
-    record = estate.route53["record_name"]
     existing = _all_health_checks(r53)
     ids: dict[str, str] = {}
     stale: list[str] = []
@@ -445,14 +453,19 @@ def _seed_health_checks(
         region = fo["region"]
         address, port = region_addresses[region]
         # Type and interval cannot be updated on a health check: they are part of its identity.
-        base_ref = f"{_CALLER_REF_PREFIX}:{record}:{region}:"
+        name = health_check_name(estate, region)
+        base_ref = f"{_CALLER_REF_PREFIX}:{name}:"
         caller_ref = f"{base_ref}HTTP:{interval}"
-        wanted = {
+        # Exactly what dns_failover_setup reconciles to (one definition), on the sandbox's address;
+        # the sandbox's regional apps speak plain HTTP.
+        config = {
+            **health_check_config(estate, region),
+            "Type": "HTTP",
             "IPAddress": str(address),
             "Port": int(port),
-            "ResourcePath": cfg.get("resource_path", "/health"),
-            "FailureThreshold": int(cfg.get("failure_threshold", 3)),
+            "RequestInterval": interval,
         }
+        wanted = {k: v for k, v in config.items() if k not in _FIXED_AT_CREATION}
         match = next((hc for hc in existing if hc.get("CallerReference") == caller_ref), None)
         stale += [
             hc["Id"]
@@ -460,21 +473,15 @@ def _seed_health_checks(
             if hc.get("CallerReference", "").startswith(base_ref) and hc.get("CallerReference") != caller_ref
         ]
         if match is None:
-            match = r53.create_health_check(
-                CallerReference=caller_ref,
-                HealthCheckConfig={
-                    "Type": "HTTP",  # the sandbox's regional apps speak plain HTTP
-                    "RequestInterval": interval,
-                    "MeasureLatency": bool(cfg.get("measure_latency", False)),
-                    **wanted,
-                },
-            )["HealthCheck"]
+            match = r53.create_health_check(CallerReference=caller_ref, HealthCheckConfig=config)[
+                "HealthCheck"
+            ]
         else:
             current = match["HealthCheckConfig"]
             if any(current.get(k) != v for k, v in wanted.items()):
                 r53.update_health_check(HealthCheckId=match["Id"], **wanted)
         hc_id = match["Id"]
-        tags = {"Name": f"{record}-{region}", "Region": region, **_tags(estate)}
+        tags = {"Name": name, **health_check_tags(estate, region), **_tags(estate)}
         have = r53.list_tags_for_resource(ResourceType="healthcheck", ResourceId=hc_id)["ResourceTagSet"].get(
             "Tags", []
         )
@@ -531,18 +538,10 @@ def _seed_route53(
     hc_ids, stale = _seed_health_checks(estate, r53, region_addresses, interval)
 
     ttl = int(route53.get("ttl_seconds", 60))
-    record_type = route53.get("record_type", "A")
+    by_set = {fo["set_identifier"]: fo["region"] for fo in route53["failover_records"]}
     wanted: list[dict[str, Any]] = [
-        {
-            "Name": _fqdn(route53["record_name"]),
-            "Type": record_type,
-            "TTL": ttl,
-            "SetIdentifier": fo["set_identifier"],
-            "Failover": fo["failover"],
-            "HealthCheckId": hc_ids[fo["region"]],
-            "ResourceRecords": [{"Value": str(region_addresses[fo["region"]][0])}],
-        }
-        for fo in route53["failover_records"]
+        {**record, "ResourceRecords": [{"Value": str(region_addresses[by_set[record["SetIdentifier"]]][0])}]}
+        for record in failover_records(estate, hc_ids)
     ]
     for name, region in estate.regions.items():
         # Apps not running in the sandbox keep the configured address (nothing connects to it).
@@ -577,14 +576,35 @@ def _seed_route53(
 # -- SNS, SQS, SES ----------------------------------------------------------------------------
 
 
+#: Contact channels delivered through an SNS topic named by the contact's address.
+SNS_CHANNELS = ("phone", "sms", "sns")
+
+
+def contact_topic_names(estate: Estate) -> list[str]:
+    """The SNS topics notifications.contacts names (pagers, SMS groups), in first-seen order."""
+    contacts = estate.raw.get("notifications", {}).get("contacts", {})
+    names = [
+        str(entry[channel]) for entry in contacts.values() for channel in SNS_CHANNELS if entry.get(channel)
+    ]
+    return list(dict.fromkeys(names))
+
+
 def incident_topic_names(estate: Estate) -> list[str]:
-    """One topic per incident level plus the on-call channel."""
+    """One topic per incident level, the on-call channel, and every contact's pager/SMS topic."""
     levels = [int(level["level"]) for level in estate.raw.get("incident_levels", [])]
-    return [f"dr-incidents-level-{level}" for level in sorted(levels)] + [ONCALL_TOPIC]
+    base = [f"dr-incidents-level-{level}" for level in sorted(levels)] + [ONCALL_TOPIC]
+    return list(dict.fromkeys(base + contact_topic_names(estate)))
+
+
+def ses_sender(estate: Estate) -> str:
+    """The address incident email is sent from (notifications.sender), verified in SES by the seed."""
+    return str(estate.raw.get("notifications", {}).get("sender") or f"dr-alerts@{estate.domain}")
 
 
 def _seed_notifications(estate: Estate, clients: _Clients) -> dict[str, Any]:
-    region = estate.primary_region.name
+    """Topics (each with an SQS "<topic>-inbox" subscribed, so tests read what was published) in
+    the notifications region, and the SES sender verified in every region."""
+    region = str(estate.raw.get("notifications", {}).get("region") or estate.primary_region.name)
     sns = clients("sns", region)
     sqs = clients("sqs", region)
     topic_arns: dict[str, str] = {}
@@ -621,7 +641,7 @@ def _seed_notifications(estate: Estate, clients: _Clients) -> dict[str, Any]:
         topic_arns[topic] = topic_arn
         queue_urls[topic] = queue_url
 
-    sender = f"dr-alerts@{estate.domain}"
+    sender = ses_sender(estate)
     for name in estate.regions:
         ses = clients("ses", name)
         if sender not in ses.list_identities(IdentityType="EmailAddress").get("Identities", []):

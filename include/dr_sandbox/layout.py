@@ -1,7 +1,8 @@
 """Where every sandbox component listens, and where the sandbox keeps its state.
 
 Everything binds to loopback. The default layout is the documented one (moto on :5000, DNS on
-:5353, Kubernetes on :6443, Airflow on :8080, one 127.0.N.1 address per region); tests build a
+:5353, Kubernetes on :6443, Airflow on :8080, the webhook sink on :5080, one 127.0.N.1 address per
+region); tests build a
 layout on free ports so they never collide with a running `make up`.
 """
 
@@ -44,6 +45,8 @@ class SandboxLayout:
     k8s_port: int = 6443
     airflow_port: int = 8080
     app_port: int = 8000
+    # the chat / status-page webhook stand-in (dr_sandbox.webhook_sink)
+    sink_port: int = 5080
     # region name -> its own loopback address (filled from the estate's regions, in order)
     region_hosts: dict[str, str] = field(default_factory=dict)
     database_name: str = "dr_sandbox_primary"
@@ -101,6 +104,15 @@ class SandboxLayout:
         return f"http://{self.host}:{self.airflow_port}"
 
     @property
+    def sink_url(self) -> str:
+        return f"http://{self.host}:{self.sink_port}"
+
+    @property
+    def audit_database_name(self) -> str:
+        """The audit log's database, created next to the primary one (and dropped with it)."""
+        return f"{self.database_name}_audit"
+
+    @property
     def dns_status_url(self) -> str:
         return f"http://{self.host}:{self.dns_status_port}"
 
@@ -150,6 +162,7 @@ class SandboxLayout:
             dns_status_port=free_port(host),
             k8s_port=free_port(host),
             airflow_port=free_port(host),
+            sink_port=free_port(host),
             app_port=free_port("127.9.1.1"),
             region_hosts={name: f"127.9.{i}.1" for i, name in enumerate(regions, start=1)},
             database_name=f"dr_sandbox_test_{os.getpid()}",

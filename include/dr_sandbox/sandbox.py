@@ -30,7 +30,16 @@ SIMULATED = {
     "kubernetes": "the Kubernetes API is the sandbox stand-in; toolbox pods run as local processes, other "
     "images complete as simulated",
     "regions": "each region is a small HTTP app on its own loopback address",
+    "webhooks": "the chat and status-page webhooks post to the sandbox webhook sink, which records "
+    "every message (GET /messages) and forwards nothing",
+    "email_and_pagers": "SES mail stays in moto (GET /moto-api/data.json); SNS pager topics deliver to "
+    "SQS '<topic>-inbox' queues instead of phones",
 }
+
+
+# Where airflow_settings.yaml points the chat and status-page webhook connections on the sink.
+CHAT_WEBHOOK_PATH = "/chat"
+STATUS_PAGE_WEBHOOK_PATH = "/status-page"
 
 
 class SandboxError(RuntimeError):
@@ -77,6 +86,7 @@ def sandbox_estate(layout: SandboxLayout, base: Path) -> dict[str, Any]:
     hc = data["route53"]["health_check"]
     hc["type"] = "HTTP"
     hc["port"] = layout.app_port
+    data["route53"]["verify_nameservers"] = [f"{layout.host}:{layout.dns_port}"]
     return data
 
 
@@ -112,6 +122,31 @@ def _kubeconfig(layout: SandboxLayout, namespace: str) -> None:
     layout.kubeconfig_file.chmod(0o600)
 
 
+def _create_audit_database(name: str) -> database.PrimaryDatabase:
+    """An empty database (own role, generated password) for the audit log, with its table created."""
+    import psycopg2
+    from psycopg2 import sql
+
+    from dr_automation.audit import AuditLog
+
+    database.drop(name)  # also drops its role "<name>_app"
+    db = database.PrimaryDatabase(name=name, role=f"{name}_app", password=secrets.token_urlsafe(24))
+    conn = psycopg2.connect(database.ADMIN_DSN)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(db.role)), (db.password,)
+            )
+            cur.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(db.role))
+            )
+    finally:
+        conn.close()
+    AuditLog(dsn=db.dsn).ensure_schema()
+    return db
+
+
 def _check_ports(layout: SandboxLayout) -> None:
     import socket
 
@@ -121,6 +156,7 @@ def _check_ports(layout: SandboxLayout) -> None:
         ("DNS (tcp)", layout.host, layout.dns_port, socket.SOCK_STREAM),
         ("DNS status", layout.host, layout.dns_status_port, socket.SOCK_STREAM),
         ("Kubernetes API", layout.host, layout.k8s_port, socket.SOCK_STREAM),
+        ("webhook sink", layout.host, layout.sink_port, socket.SOCK_STREAM),
         ("Airflow api-server", layout.host, layout.airflow_port, socket.SOCK_STREAM),
         *[(f"app {r}", h, layout.app_port, socket.SOCK_STREAM) for r, h in layout.region_hosts.items()],
     ]
@@ -169,6 +205,8 @@ def _up(layout: SandboxLayout, started: float, *, with_airflow: bool) -> dict[st
 
     _log(f"creating the primary database {layout.database_name} (real PostgreSQL rows)")
     db = database.create(layout.database_name)
+    _log(f"creating the audit database {layout.audit_database_name}")
+    audit_db = _create_audit_database(layout.audit_database_name)
 
     base_env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AWS_"))},
@@ -225,6 +263,13 @@ def _up(layout: SandboxLayout, started: float, *, with_airflow: bool) -> dict[st
         )
     for region in layout.region_hosts:
         _wait(f"app {region}", _http_ok(f"{layout.app_url(region)}/health"))
+
+    _log(f"webhook sink (chat and status-page webhooks) on {layout.sink_url}")
+    start(
+        "webhook-sink",
+        _python_module("dr_sandbox.webhook_sink", "--host", layout.host, "--port", str(layout.sink_port)),
+    )
+    _wait("webhook sink", _http_ok(f"{layout.sink_url}/health"))
 
     _log(f"DNS (Route 53 data plane) on {layout.host}:{layout.dns_port} udp+tcp")
     start(
@@ -283,6 +328,12 @@ def _up(layout: SandboxLayout, started: float, *, with_airflow: bool) -> dict[st
                 "PRIMARY_DB_NAME": db.name,
                 "PRIMARY_DB_USER": db.role,
                 "PRIMARY_DB_PASSWORD": db.password,
+                "AUDIT_DB_HOST": audit_db.host,
+                "AUDIT_DB_PORT": str(audit_db.port),
+                "AUDIT_DB_NAME": audit_db.name,
+                "AUDIT_DB_USER": audit_db.role,
+                "AUDIT_DB_PASSWORD": audit_db.password,
+                "WEBHOOK_SINK_URL": layout.sink_url,
                 "DR_ENVIRONMENT": "sandbox",
             }
         )
@@ -317,6 +368,13 @@ def _up(layout: SandboxLayout, started: float, *, with_airflow: bool) -> dict[st
             for r, h in layout.region_hosts.items()
         },
         "database": db.public(),
+        "audit_database": {**audit_db.public(), "table": "dr_audit_events"},
+        "webhook_sink": {
+            "url": layout.sink_url,
+            "messages": f"{layout.sink_url}/messages",
+            "chat": f"{layout.sink_url}{CHAT_WEBHOOK_PATH}",
+            "status_page": f"{layout.sink_url}{STATUS_PAGE_WEBHOOK_PATH}",
+        },
         "estate": str(layout.estate_file),
         "record_name": estate.route53["record_name"],
         "aws_resources": seeded,
@@ -333,6 +391,7 @@ def _up(layout: SandboxLayout, started: float, *, with_airflow: bool) -> dict[st
             "aws_access_key_id": aws_creds["AWS_ACCESS_KEY_ID"],
             "aws_secret_access_key": aws_creds["AWS_SECRET_ACCESS_KEY"],
             "primary_database_dsn": db.dsn,
+            "audit_database_dsn": audit_db.dsn,
         },
     )
     _log(f"sandbox up in {endpoints['started_in_seconds']}s")
@@ -348,6 +407,7 @@ def down(layout: SandboxLayout | None = None) -> dict[str, Any]:
         )
     stopped = stop_all(layout.pids_file)
     database.drop(layout.database_name)
+    database.drop(layout.audit_database_name)
     airflow_runtime.drop_metadata_database(layout)
     for f in (layout.endpoints_file, layout.credentials_file):
         f.unlink(missing_ok=True)

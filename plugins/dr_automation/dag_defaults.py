@@ -1,4 +1,4 @@
-"""House defaults shared by every DAG of the bundle: owner, retries, tags.
+"""House defaults shared by every DAG of the bundle: owner, retries, failure paging, tags.
 
 One place, so the DAG-integrity suite can hold every DAG to the same rules.
 """
@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from dr_automation.estate import Estate
+from dr_automation.notifications.callbacks import on_task_failure
 
 # Every DAG tag comes from this vocabulary (the integrity suite enforces it), so operators can
 # filter the UI by family during an incident without guessing spellings.
@@ -35,13 +36,15 @@ DAG_TAG_VOCABULARY: frozenset[str] = frozenset(
 
 
 def default_args(estate: Estate, *, retries: int = 2, retry_delay_seconds: int = 30) -> dict[str, Any]:
-    """default_args for a bundle DAG: owner from the estate, bounded retries with backoff."""
+    """default_args for a bundle DAG: owner from the estate, bounded retries with backoff, and a
+    failure callback that pages the DAG's on-call route (notifications.failure_levels) and audits it."""
     return {
         "owner": estate.owner,
         "retries": retries,
         "retry_delay": timedelta(seconds=retry_delay_seconds),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=5),
+        "on_failure_callback": on_task_failure,
     }
 
 

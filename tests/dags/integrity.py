@@ -261,12 +261,22 @@ def check_owner(bundle: ParsedBundle, pf: ParsedFile) -> list[Violation]:
 
 
 def check_retries(bundle: ParsedBundle, pf: ParsedFile) -> list[Violation]:
+    """The DAG sets retries >= 1 for its tasks (default_args); a task may opt out explicitly.
+
+    Opting out is deliberate for steps that must run once (an approval, an authorization, a
+    watcher), so the rule holds the DAG's policy, not every task.
+    """
     out = []
     for dag in pf.dags:
-        bad = sorted(f"{t.task_id} (retries={t.retries})" for t in dag.tasks if not (t.retries or 0) >= 1)
-        if bad:
+        policy = (dag.default_args or {}).get("retries")
+        if not isinstance(policy, int) or policy < 1:
             out.append(
-                Violation(pf.path, "retries", f"DAG {dag.dag_id!r}: tasks without retries >= 1: {bad}")
+                Violation(
+                    pf.path,
+                    "retries",
+                    f"DAG {dag.dag_id!r}: default_args sets no retries >= 1 (got {policy!r}); "
+                    "use dr_automation.dag_defaults.default_args(estate)",
+                )
             )
     return out
 

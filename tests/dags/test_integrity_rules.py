@@ -50,7 +50,7 @@ EXPECTED: dict[str, dict[str, list[str]]] = {
             f'bad_network_urllib.py", line {_line_of("bad_network_urllib.py", "urlopen(")}',
         ]
     },
-    "bad_no_retries.py": {"retries": ["fragile_task (retries=0)"]},
+    "bad_no_retries.py": {"retries": ["'bad_no_retries': default_args sets no retries >= 1 (got None)"]},
     "bad_no_owner.py": {"owner": ["['orphan_task'] have no owner"]},
     "bad_no_doc.py": {"doc_md": ["'bad_no_doc' has no doc_md"]},
     "bad_catchup.py": {"catchup": ["'bad_catchup' has catchup=True"]},

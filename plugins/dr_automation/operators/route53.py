@@ -13,8 +13,12 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
+from dr_automation.audit import audit_step
 from dr_automation.hooks.route53 import ROUTE53_REGION, ChangeResult, Route53Hook
 from dr_automation.links import Route53HealthChecksLink, Route53HostedZoneLink
+
+#: The audit event of every traffic switch (started, succeeded, rolled_back).
+SWITCH_EVENT = "failover.dns_switch"
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -146,6 +150,8 @@ class Route53SwitchTrafficOperator(_EstateRoute53Operator):
         self.log.info("Traffic switch plan%s: %s", " (dry run)" if dry else "", plan.summary)
         if dry or plan.is_noop:
             return out
+        context["ti"].xcom_push(key="switch_started", value=True)
+        audit_step(estate, SWITCH_EVENT, "started", context, log=self.log, detail=out["plan"])
         try:
             # Capture what is there before each change: if the answer to a change is lost after AWS
             # applied it, the rollback must still know what to restore.
@@ -161,11 +167,20 @@ class Route53SwitchTrafficOperator(_EstateRoute53Operator):
                     zone_id, prepared, comment=f"failover to {self.target_region} ({self.mode})"
                 )
                 out["change"] = change.to_dict()
-        except Exception:
+        except Exception as exc:
             # A half-applied switch is worse than none: undo what this task did before failing.
             self.log.exception("Switch failed part-way; restoring the previous state")
-            rollback_switch(self.hook, out)
+            restored = rollback_switch(self.hook, out)
+            audit_step(
+                estate,
+                SWITCH_EVENT,
+                "rolled_back",
+                context,
+                log=self.log,
+                detail={"error": f"{type(exc).__name__}: {exc}"[:500], "restored": restored},
+            )
             raise
+        audit_step(estate, SWITCH_EVENT, "succeeded", context, log=self.log, detail=out)
         return out
 
 
@@ -200,4 +215,8 @@ class Route53RollbackOperator(AwsBaseOperator[Route53Hook]):
         if not self.switch_result or not isinstance(self.switch_result, dict):
             self.log.info("Nothing to roll back (no switch result)")
             return {"records": None, "flags": {}}
-        return rollback_switch(self.hook, self.switch_result)
+        restored = rollback_switch(self.hook, self.switch_result)
+        from dr_automation.estate import load_estate
+
+        audit_step(load_estate(), SWITCH_EVENT, "rolled_back", context, log=self.log, detail=restored)
+        return restored
