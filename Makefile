@@ -9,13 +9,13 @@ STAMP := $(VENV)/.installed-$(REQ_HASH)
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/include
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv test test-quick test-integration test-e2e lint demo up down bench clean
+.PHONY: help venv test test-quick test-integration test-e2e lint demo up down bench bench-parse bench-failover clean
 
 help:
 	@echo "make demo   - start the sandbox, run the DR story through the REST API, print a summary, stop"
 	@echo "make test   - lint + every test tier (quick, integration, e2e)"
 	@echo "make up / make down - keep the sandbox and the Airflow UI running / stop it"
-	@echo "make test-quick | test-integration | test-e2e | lint | bench"
+	@echo "make test-quick | test-integration | test-e2e | lint | bench (bench-parse, bench-failover)"
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,8 +54,13 @@ up: venv
 down:
 	@if test -x $(PY); then $(PY) -m dr_sandbox down; else echo "nothing to stop"; fi
 
-bench: venv
+bench: bench-parse bench-failover
+
+bench-parse: venv
 	@$(PY) bench/parse.py
+
+bench-failover: venv
+	@$(PY) bench/failover.py --runs 3
 
 clean: down
 	rm -rf .sandbox
