@@ -1,0 +1,319 @@
+"""regional_failover's approval gate and one-switch-at-a-time guarantee, and regional_failback, through
+the REST API on the sandbox (real scheduler and triggerer, real DNS answers, real HTTP probes).
+
+Tests run in file order on one sandbox; each leaves DNS where the next one expects it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import boto3
+import httpx
+import psycopg2
+import pytest
+
+from dr_sandbox.airflow_client import AirflowClient
+from dr_sandbox.layout import SandboxLayout
+from dr_sandbox.sandbox import down, resolve, up
+from dr_sandbox.webhook_sink import fetch_messages
+
+# Each test: at most one sandbox start (~30 s) plus its runs, each bounded by RUN_TIMEOUT.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+
+FAILOVER, FAILBACK = "regional_failover", "regional_failback"
+HUMAN_L2 = {
+    "target_region": "us-west-2",
+    "reason": "us-east-1 API error rate above 20 percent",
+    "requested_by": "sre-oncall",
+    "incident_level": 2,
+    "mode": "health_check",
+    "dry_run": False,
+}
+FAILBACK_CONF = {
+    "reason": "us-east-1 recovered after the database fix",
+    "requested_by": "sre-oncall",
+    "incident_level": 3,
+    "dry_run": False,
+    "stable_seconds": 3,
+}
+RUN_TIMEOUT = 240
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    from dr_automation.estate import DEFAULT_ESTATE_PATH, load_estate
+
+    regions = list(load_estate(DEFAULT_ESTATE_PATH).regions)
+    layout = SandboxLayout.for_tests(tmp_path_factory.mktemp("failback"), regions)
+    endpoints = up(layout)
+    creds = json.loads(layout.credentials_file.read_text())
+    client = AirflowClient(layout.airflow_url, creds["username"], creds["password"])
+    for dag_id in ("dns_failover_setup", FAILOVER, FAILBACK):
+        client.wait_for_dag(dag_id)
+        client.unpause(dag_id)
+    yield layout, endpoints, creds, client
+    client.close()
+    down(layout)
+
+
+@pytest.fixture(scope="module")
+def route53(sandbox):
+    layout, _, creds, _ = sandbox
+    return boto3.client(
+        "route53",
+        endpoint_url=layout.aws_url,
+        region_name="us-east-1",
+        aws_access_key_id=creds["aws_access_key_id"],
+        aws_secret_access_key=creds["aws_secret_access_key"],
+    )
+
+
+def _run(client, dag_id, conf, run_id, timeout=RUN_TIMEOUT):
+    client.trigger(dag_id, conf, run_id=run_id)
+    return _finished(client, dag_id, run_id, timeout)
+
+
+def _finished(client, dag_id, run_id, timeout=RUN_TIMEOUT):
+    run = client.wait_for_run(dag_id, run_id, timeout=timeout)
+    return run, _tis(client, dag_id, run_id)
+
+
+def _tis(client, dag_id, run_id):
+    return {ti["task_id"]: ti for ti in client.task_instances(dag_id, run_id)}
+
+
+def _states(tis):
+    return {t: v["state"] for t, v in tis.items()}
+
+
+def _xcom(client, dag_id, run_id, task_id):
+    return client.request(
+        "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
+    )["value"]
+
+
+def _address(endpoints, region):
+    return endpoints["regions"][region]["address"]
+
+
+def _answer(layout, endpoints):
+    return resolve(layout, endpoints["record_name"])
+
+
+def _wait_answer(layout, endpoints, region, timeout=30.0):
+    """The DNS stand-in's checkers need a few intervals to see a changed app."""
+    want = [_address(endpoints, region)]
+    deadline = time.monotonic() + timeout
+    while _answer(layout, endpoints) != want:
+        assert time.monotonic() < deadline, f"DNS still answers {_answer(layout, endpoints)}, want {want}"
+        time.sleep(0.5)
+
+
+def _wait_task_state(client, dag_id, run_id, task_id, state, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        tis = _tis(client, dag_id, run_id)
+        if tis.get(task_id, {}).get("state") == state:
+            return tis
+        assert time.monotonic() < deadline, f"{task_id} never reached {state}: {_states(tis)}"
+        time.sleep(0.5)
+
+
+def _answer_approval(client, run_id, option, sandbox_layout, endpoints):
+    """Wait for the HITL prompt, prove nothing moved meanwhile, then answer as an approver would."""
+    tis = _wait_task_state(client, FAILOVER, run_id, "await_approval", "awaiting_input")
+    reached = time.monotonic()
+    assert tis["switch_dns"]["state"] in (None, "scheduled", "queued"), _states(tis)
+    assert tis["check_target_healthy"]["state"] in (None, "scheduled", "queued"), _states(tis)
+    assert _answer(sandbox_layout, endpoints) == [_address(endpoints, "us-east-1")]
+    time.sleep(max(0.0, 2.5 - (time.monotonic() - reached)))  # FACTS.md: an earlier answer fails the task
+    assert _tis(client, FAILOVER, run_id)["switch_dns"]["state"] in (None, "scheduled", "queued")
+    assert _answer(sandbox_layout, endpoints) == [_address(endpoints, "us-east-1")]
+    client.request(
+        "PATCH",
+        f"/dags/{FAILOVER}/dagRuns/{run_id}/taskInstances/await_approval/-1/hitlDetails",
+        json={"chosen_options": [option], "params_input": {}},
+    )
+
+
+def _control_plane(route53, endpoints):
+    """Every record set of the API name and every health check's flags, as Route 53 holds them."""
+    zone = route53.list_hosted_zones_by_name(DNSName="leanvibe.ai")["HostedZones"][0]["Id"]
+    records = route53.list_resource_record_sets(HostedZoneId=zone, MaxItems="1000")["ResourceRecordSets"]
+    name = endpoints["record_name"].rstrip(".") + "."
+    mine = sorted(
+        (r for r in records if r["Name"] == name and r["Type"] == "A"),
+        key=lambda r: r.get("SetIdentifier", ""),
+    )
+    checks = {
+        c["Id"]: {k: c["HealthCheckConfig"].get(k, False) for k in ("Inverted", "Disabled")}
+        for c in route53.list_health_checks(MaxItems="1000")["HealthChecks"]
+    }
+    return {"records": mine, "checks": checks}
+
+
+def _failover_runs(client):
+    return {r["dag_run_id"] for r in client.request("GET", f"/dags/{FAILOVER}/dagRuns?limit=100")["dag_runs"]}
+
+
+def _switch_audit(creds, run_ids):
+    with psycopg2.connect(creds["audit_database_dsn"]) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT run_id, status, detail FROM dr_audit_events "
+            "WHERE event_type = 'failover.dns_switch' AND run_id = ANY(%s) ORDER BY id",
+            (list(run_ids),),
+        )
+        rows = cur.fetchall()
+    conn.close()
+    return rows
+
+
+def _steady(route53, endpoints, creds):
+    """The configured pair (PRIMARY us-east-1, SECONDARY us-west-2) and no check inverted."""
+    state = _control_plane(route53, endpoints)
+    by_role = {r.get("Failover", "plain"): r["ResourceRecords"][0]["Value"] for r in state["records"]}
+    assert by_role == {
+        "PRIMARY": _address(endpoints, "us-east-1"),
+        "SECONDARY": _address(endpoints, "us-west-2"),
+    }, state["records"]
+    assert not any(f["Inverted"] for f in state["checks"].values()), state["checks"]
+
+
+# ------------------------------------------------------------------------------------------------
+def test_setup_puts_traffic_on_the_primary(sandbox):
+    layout, endpoints, _, client = sandbox
+    run, tis = _run(client, "dns_failover_setup", {}, "setup")
+    assert run["state"] == "success", _states(tis)
+    assert _answer(layout, endpoints) == [_address(endpoints, "us-east-1")]
+
+
+def test_a_rejected_failover_stops_cleanly_and_says_not_approved(sandbox, route53):
+    layout, endpoints, creds, client = sandbox
+    before = _control_plane(route53, endpoints)
+    client.trigger(FAILOVER, HUMAN_L2, run_id="reject_l2")
+    _answer_approval(client, "reject_l2", "Reject", layout, endpoints)
+    run, tis = _finished(client, FAILOVER, "reject_l2")
+    # A rejection is a decision, not a failure: the run succeeds and nothing moved.
+    assert run["state"] == "success", _states(tis)
+    assert tis["await_approval"]["state"] == "success"
+    for task_id in ("check_target_healthy", "switch_dns", "rollback_dns", "watcher", "notify_failure"):
+        assert tis[task_id]["state"] == "skipped", _states(tis)
+    assert _xcom(client, FAILOVER, "reject_l2", "record_failover")["outcome"] == "not_approved"
+    assert tis["notify_completion"]["state"] == "success"
+    chat = fetch_messages(endpoints["webhook_sink"]["url"], "/chat")
+    assert any("was not approved" in json.dumps(m) for m in chat), chat[-3:]
+    assert _switch_audit(creds, ["reject_l2"]) == []
+    assert _control_plane(route53, endpoints) == before
+    assert _answer(layout, endpoints) == [_address(endpoints, "us-east-1")]
+
+
+def test_an_approved_failover_waits_for_the_human_then_moves_dns(sandbox):
+    layout, endpoints, _, client = sandbox
+    client.trigger(FAILOVER, HUMAN_L2, run_id="approve_l2")
+    _answer_approval(client, "approve_l2", "Approve", layout, endpoints)
+    run, tis = _finished(client, FAILOVER, "approve_l2")
+    assert run["state"] == "success", _states(tis)
+    assert tis["switch_dns"]["state"] == "success"
+    assert _xcom(client, FAILOVER, "approve_l2", "record_failover")["outcome"] == "success"
+    assert _answer(layout, endpoints) == [_address(endpoints, "us-west-2")]
+
+
+def test_failback_is_refused_while_the_primary_is_down_and_nothing_moves(sandbox, route53):
+    _, endpoints, _, client = sandbox
+    before, runs_before = _control_plane(route53, endpoints), _failover_runs(client)
+    app = endpoints["regions"]["us-east-1"]["url"]
+    httpx.post(f"{app}/_control", json={"mode": "down"}).raise_for_status()
+    try:
+        run, tis = _run(client, FAILBACK, FAILBACK_CONF, "failback_down")
+    finally:
+        httpx.post(f"{app}/_control", json={"mode": "healthy"}).raise_for_status()
+    assert run["state"] == "failed", _states(tis)
+    assert tis["primary_stably_healthy"]["state"] == "failed"
+    for task_id in ("prepare_failover", "trigger_failover", "restore_steady_state", "dns_answers_primary"):
+        assert tis[task_id]["state"] == "upstream_failed", _states(tis)
+    log = client.request(
+        "GET", f"/dags/{FAILBACK}/dagRuns/failback_down/taskInstances/primary_stably_healthy/logs/1"
+    )
+    text = json.dumps(log)
+    assert "us-east-1 is not stably healthy" in text and "/health" in text, text[-2000:]
+    assert _failover_runs(client) == runs_before
+    assert _control_plane(route53, endpoints) == before
+
+
+def test_failback_after_a_health_check_failover_restores_the_primary(sandbox, route53):
+    layout, endpoints, creds, client = sandbox
+    _wait_answer(layout, endpoints, "us-west-2")  # the primary is back up, its check still inverted
+    run, tis = _run(client, FAILBACK, FAILBACK_CONF, "failback_1")
+    assert run["state"] == "success", _states(tis)
+    assessment = _xcom(client, FAILBACK, "failback_1", "assess_routing")
+    assert assessment["serving"] == "us-west-2" and assessment["mode"] == "health_check"
+    healthy = _xcom(client, FAILBACK, "failback_1", "primary_stably_healthy")
+    assert healthy["probes"] >= 2 and healthy["region"] == "us-east-1"
+    child = client.request("GET", f"/dags/{FAILOVER}/dagRuns/failback__failback_1")
+    assert child["state"] == "success"
+    assert child["conf"]["target_region"] == "us-east-1" and child["conf"]["mode"] == "health_check"
+    assert _xcom(client, FAILOVER, "failback__failback_1", "record_failover")["outcome"] == "success"
+    _steady(route53, endpoints, creds)
+    assert _answer(layout, endpoints) == [_address(endpoints, "us-east-1")]
+
+
+def test_failback_when_already_on_the_primary_is_a_successful_noop(sandbox, route53):
+    layout, endpoints, _, client = sandbox
+    before, runs_before = _control_plane(route53, endpoints), _failover_runs(client)
+    run, tis = _run(client, FAILBACK, FAILBACK_CONF, "failback_noop")
+    assert run["state"] == "success", _states(tis)
+    for task_id in ("primary_stably_healthy", "prepare_failover", "trigger_failover"):
+        assert tis[task_id]["state"] == "skipped", _states(tis)
+    assert _xcom(client, FAILBACK, "failback_noop", "restore_steady_state")["changed"] is False
+    assert _failover_runs(client) == runs_before
+    assert _control_plane(route53, endpoints) == before
+    assert _answer(layout, endpoints) == [_address(endpoints, "us-east-1")]
+
+
+def test_two_simultaneous_failovers_switch_exactly_once(sandbox):
+    layout, endpoints, creds, client = sandbox
+    conf = {**HUMAN_L2, "incident_level": 3, "reason": "us-east-1 down: two responders at once"}
+    pair = ("race_a", "race_b")
+    for run_id in pair:
+        client.trigger(FAILOVER, conf, run_id=run_id)
+    results = {run_id: _finished(client, FAILOVER, run_id) for run_id in pair}
+    for run_id, (run, tis) in results.items():
+        assert run["state"] == "success", (run_id, _states(tis))
+    noops = sorted(_xcom(client, FAILOVER, r, "switch_dns")["plan"]["noop"] for r in pair)
+    assert noops == [False, True]
+    switched = [
+        (run_id, detail)
+        for run_id, status, detail in _switch_audit(creds, pair)
+        if status == "succeeded" and not detail["plan"]["noop"]
+    ]
+    assert len(switched) == 1, switched
+    assert _xcom(client, FAILOVER, switched[0][0], "switch_dns")["plan"]["noop"] is False
+    assert _answer(layout, endpoints) == [_address(endpoints, "us-west-2")]
+
+
+def test_the_monitor_never_waits_for_approval(sandbox):
+    layout, endpoints, _, client = sandbox
+    conf = {
+        **HUMAN_L2,
+        "requested_by": "region_health_monitor",
+        "target_region": "eu-west-1",
+        "mode": "record_swap",
+        "reason": "3 consecutive failed health checks in us-west-2",
+    }
+    run, tis = _run(client, FAILOVER, conf, "monitor_l2", timeout=120)
+    assert run["state"] == "success", _states(tis)
+    assert tis["await_approval"]["state"] == "skipped"
+    assert _xcom(client, FAILOVER, "monitor_l2", "authorize")["needs_approval"] is False
+    assert _answer(layout, endpoints) == [_address(endpoints, "eu-west-1")]
+
+
+def test_failback_after_a_record_swap_restores_the_configured_pair(sandbox, route53):
+    layout, endpoints, creds, client = sandbox
+    run, tis = _run(client, FAILBACK, FAILBACK_CONF, "failback_2")
+    assert run["state"] == "success", _states(tis)
+    child = client.request("GET", f"/dags/{FAILOVER}/dagRuns/failback__failback_2")
+    assert child["conf"]["mode"] == "record_swap" and child["state"] == "success"
+    _steady(route53, endpoints, creds)
+    assert _answer(layout, endpoints) == [_address(endpoints, "us-east-1")]
