@@ -10,6 +10,7 @@ every 50 ms from the moment the REST POST returns. Prints one JSON document.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -113,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.runs <= 20:
         parser.error("--runs: must be between 1 and 20")
-    doc = run(args.runs)
+    # Library logging (structlog) writes to stdout; keep stdout for the one JSON document.
+    with contextlib.redirect_stdout(sys.stderr):
+        doc = run(args.runs)
     text = json.dumps(doc, indent=2)
     if args.output:
         args.output.write_text(text)
