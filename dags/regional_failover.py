@@ -118,17 +118,14 @@ def regional_failover() -> None:
     @task(retries=0)
     def notify_initiation(decision: dict, **context) -> dict:
         """Beside the switch, never in front of it."""
-        from dr_automation.notifications import notify_incident
+        from dr_automation.failover import notify_failover
 
         p = context["params"]
-        return notify_incident(
-            int(p["incident_level"]),
-            f"Failover of {estate.route53['record_name']} to {p['target_region']} started",
+        return notify_failover(
+            context,
+            f"Failover of {RECORD} to {p['target_region']} started",
             f"{p['reason']} (requested by {p['requested_by']}, mode {p['mode']}{', dry run' if p['dry_run'] else ''})",
-            incident_id=decision["failover_id"],
-            context=context,
-            actor=p["requested_by"],
-        )["counts"]
+        )
 
     insync = Route53ChangeInsyncSensor(
         task_id="wait_insync",
@@ -180,7 +177,7 @@ def regional_failover() -> None:
 
     @task(retries=0)
     def notify_completion(decision: dict, recorded: dict, **context) -> dict:
-        from dr_automation.notifications import notify_incident
+        from dr_automation.failover import notify_failover
 
         p = context["params"]
         titles = {
@@ -188,14 +185,11 @@ def regional_failover() -> None:
             "dry_run": f"Dry run: failover of {RECORD} to {p['target_region']} planned, nothing changed",
             "not_approved": f"Failover of {RECORD} to {p['target_region']} was not approved",
         }
-        return notify_incident(
-            int(p["incident_level"]),
+        return notify_failover(
+            context,
             titles[recorded["outcome"]],
             f"{p['reason']} (requested by {p['requested_by']}). Record: {recorded['location']}",
-            incident_id=decision["failover_id"],
-            context=context,
-            actor=p["requested_by"],
-        )["counts"]
+        )
 
     rollback = Route53RollbackOperator(
         task_id="rollback_dns",
@@ -212,20 +206,18 @@ def regional_failover() -> None:
         from airflow.exceptions import AirflowSkipException
 
         from dr_automation.audit import step_events
-        from dr_automation.notifications import notify_incident
+        from dr_automation.failover import notify_failover
         from dr_automation.operators.route53 import SWITCH_EVENT
 
         started = context["ti"].xcom_pull(task_ids=SWITCH, key="switch_started")
         if not started and not step_events(load_estate(), SWITCH_EVENT, context["run_id"]):
             raise AirflowSkipException("the switch never started: nothing moved, on-call was paged")
         p = context["params"]
-        return notify_incident(
-            int(p["incident_level"]),
-            f"Failover of {estate.route53['record_name']} to {p['target_region']} FAILED",
+        return notify_failover(
+            context,
+            f"Failover of {RECORD} to {p['target_region']} FAILED",
             "The failover failed and DNS was restored to its previous state. See the run for the failing step.",
-            context=context,
-            actor=p["requested_by"],
-        )["counts"]
+        )
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
     def watcher() -> None:

@@ -164,3 +164,19 @@ def write_failover_record(estate: Estate, record: Mapping[str, Any], *, region: 
         acl_policy=None,
     )
     return f"s3://{bucket}/{key}"
+
+
+def notify_failover(context: Mapping[str, Any], title: str, summary: str) -> dict[str, Any]:
+    """Notify the run's incident level about this failover (one incident id for the whole run)."""
+    from dr_automation.notifications import notify_incident
+
+    params = context["params"]
+    decision = context["ti"].xcom_pull(task_ids="authorize") or {}
+    return notify_incident(
+        int(params["incident_level"]),
+        title,
+        summary,
+        incident_id=decision.get("failover_id"),
+        context=context,
+        actor=params["requested_by"],
+    )["counts"]

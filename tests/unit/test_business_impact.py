@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from dr_automation.estate import DEFAULT_ESTATE_PATH, Estate, load_estate
+from dr_automation.estate import Estate
 from dr_automation.incidents import (
     IncidentInputError,
     RevenueLoss,
@@ -19,25 +17,7 @@ from dr_automation.incidents import (
     sla_credit,
     uptime_percent,
 )
-
-Doc = dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def estate() -> Estate:
-    return load_estate(DEFAULT_ESTATE_PATH)
-
-
-@pytest.fixture
-def doc() -> Doc:
-    return copy.deepcopy(yaml.safe_load(DEFAULT_ESTATE_PATH.read_text(encoding="utf-8")))
-
-
-def load_doc(tmp_path: Path, doc: Doc) -> Estate:
-    path = tmp_path / "estate.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    return load_estate(path)
-
+from tests.unit.conftest import Doc, load_doc
 
 # -- revenue loss ------------------------------------------------------------------------------
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from dr_automation.estate import DEFAULT_ESTATE_PATH, Estate, load_estate
+from dr_automation.estate import Estate
 from dr_automation.estate.model import build_estate
 from dr_automation.incidents import (
     IncidentInputError,
@@ -18,8 +16,7 @@ from dr_automation.incidents import (
     route,
     routing_table,
 )
-
-Doc = dict[str, Any]
+from tests.unit.conftest import Doc, load_doc
 
 # The seed's matrix: (name, channels, deadline, from level). None = only on request (when: ...).
 CEO = ("CEO", ("phone", "email"), "immediately")
@@ -41,22 +38,6 @@ EXPECTED_BY_LEVEL = {
     4: [CEO, CTO, PLATFORM_LEAD, VP_ENGINEERING, CUSTOMER_SUCCESS, MARKETING, ENTERPRISE, TEAM, DEVELOPER],
 }
 INTERNAL = {"CEO", "CTO", "VP Engineering", "Platform Team Lead", "Customer Success", "Marketing"}
-
-
-@pytest.fixture(scope="module")
-def estate() -> Estate:
-    return load_estate(DEFAULT_ESTATE_PATH)
-
-
-@pytest.fixture
-def doc() -> Doc:
-    return copy.deepcopy(yaml.safe_load(DEFAULT_ESTATE_PATH.read_text(encoding="utf-8")))
-
-
-def load_doc(tmp_path: Path, doc: Doc) -> Estate:
-    path = tmp_path / "estate.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    return load_estate(path)
 
 
 def lines(plan: list[Recipient]) -> list[tuple[str, tuple[str, ...], str]]:
