@@ -7,13 +7,14 @@ Kubernetes and the regions, plus real Airflow components and a real PostgreSQL p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import string
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,21 @@ def sandbox_estate(layout: SandboxLayout, base: Path) -> dict[str, Any]:
     hc["port"] = layout.app_port
     data["route53"]["verify_nameservers"] = [f"{layout.host}:{layout.dns_port}"]
     return data
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set variables for the seeding calls only: the caller's process (a test run) keeps its own."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _aws_credentials() -> dict[str, str]:
@@ -233,12 +249,12 @@ def _up(layout: SandboxLayout, started: float, *, with_airflow: bool) -> dict[st
         _python_module("dr_sandbox.aws_emulator", "--host", layout.host, "--port", str(layout.aws_port)),
     )
     _wait("AWS emulator", _http_ok(f"{layout.aws_url}/_sandbox/health"))
-    os.environ.update({k: v for k, v in base_env.items() if k.startswith("AWS_")})
-    seeded = seed_aws(
-        estate,
-        layout.aws_url,
-        region_addresses={r: (h, layout.app_port) for r, h in layout.region_hosts.items()},
-    )
+    with _environment({k: v for k, v in base_env.items() if k.startswith("AWS_")}):
+        seeded = seed_aws(
+            estate,
+            layout.aws_url,
+            region_addresses={r: (h, layout.app_port) for r, h in layout.region_hosts.items()},
+        )
 
     for region, host in layout.region_hosts.items():
         _log(f"regional app {region} on {layout.app_url(region)}")

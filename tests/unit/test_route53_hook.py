@@ -16,6 +16,7 @@ def hook(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # mock_aws, not a server
     with mock_aws():
         h = Route53Hook(aws_conn_id=None)
         h.conn.create_hosted_zone(Name=ZONE, CallerReference="zone-1")

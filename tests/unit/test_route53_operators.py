@@ -34,6 +34,7 @@ def aws(monkeypatch, estate):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # mock_aws, not a server
     with mock_aws():
         hook = Route53Hook(aws_conn_id=None)
         hook.conn.create_hosted_zone(Name=estate.route53["hosted_zone"], CallerReference="z")
