@@ -24,14 +24,20 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _trial_backup(endpoints: dict[str, Any], run_id: str) -> dict[str, Any]:
+def _trial_backup(endpoints: dict[str, Any], creds: dict[str, Any], run_id: str) -> dict[str, Any]:
     import boto3
 
     from dr_automation.estate import load_estate
 
     estate = load_estate(endpoints["estate"])
     region = estate.primary_region
-    s3 = boto3.client("s3", endpoint_url=endpoints["aws"]["endpoint_url"], region_name=region.name)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoints["aws"]["endpoint_url"],
+        region_name=region.name,
+        aws_access_key_id=creds["aws_access_key_id"],
+        aws_secret_access_key=creds["aws_secret_access_key"],
+    )
     key = f"readiness/{run_id.replace(':', '_')}/primary.dump"
     head = s3.head_object(Bucket=region.backup_bucket, Key=key)
     stats = json.loads(s3.get_object(Bucket=region.backup_bucket, Key=f"{key}.stats.json")["Body"].read())
@@ -71,7 +77,7 @@ def run_demo(layout: SandboxLayout) -> int:
             "tasks": {ti["task_id"]: {"state": ti["state"], "duration": ti.get("duration")} for ti in tis},
         }
         if run["state"] == "success":
-            summary["trial_backup"] = _trial_backup(endpoints, run_id)
+            summary["trial_backup"] = _trial_backup(endpoints, creds, run_id)
         summary["dns_answer"] = {record: resolve(layout, record)}
         summary["simulated"] = endpoints["simulated"]
         summary["sandbox_start_seconds"] = endpoints["started_in_seconds"]
