@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
 import ipaddress
+import json
 import signal
 import threading
 from collections.abc import Callable
+from typing import Any
 
 
 def require_loopback(host: str, *, field: str = "host") -> str:
@@ -32,3 +35,21 @@ def serve_until_signalled(stop: Callable[[], None], ready_message: str) -> int:
     stopping.wait()
     stop()
     return 0
+
+
+class LoopbackHTTPServer(http.server.ThreadingHTTPServer):
+    """The threaded HTTP server the stand-ins share (daemon threads: `stop()` never hangs on a client)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+def send_json(handler: http.server.BaseHTTPRequestHandler, status: int, body: Any) -> None:
+    """Answer a request with a JSON body and an exact Content-Length."""
+    payload = json.dumps(body, default=str).encode("utf-8")
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from dr_sandbox.netguard import require_loopback, serve_until_signalled
+from dr_sandbox.netguard import LoopbackHTTPServer, require_loopback, send_json, serve_until_signalled
 
 log = logging.getLogger("dr_sandbox.regional_app")
 
@@ -419,19 +419,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         app.set_state(state)
         self._send_json(200, {"region": app.region, **state.as_dict()})
 
-    def _send_json(self, status: int, body: dict[str, Any]) -> None:
-        payload = json.dumps(body).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+    def _send_json(self, status: int, body: Any) -> None:
+        send_json(self, status, body)
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
+_Server = LoopbackHTTPServer
 
 
 class RegionalAppHandle:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from dr_sandbox.netguard import require_loopback, serve_until_signalled
+from dr_sandbox.netguard import LoopbackHTTPServer, require_loopback, send_json, serve_until_signalled
 
 log = logging.getLogger(__name__)
 
@@ -204,17 +204,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _send(self, status: int, body: Any) -> None:
-        payload = json.dumps(body, default=str).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        send_json(self, status, body)
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+_Server = LoopbackHTTPServer
 
 
 class WebhookSinkHandle:

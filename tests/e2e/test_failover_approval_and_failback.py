@@ -14,10 +14,9 @@ import httpx
 import psycopg2
 import pytest
 
-from dr_sandbox.airflow_client import AirflowClient
-from dr_sandbox.layout import SandboxLayout
-from dr_sandbox.sandbox import down, resolve, up
+from dr_sandbox.sandbox import resolve
 from dr_sandbox.webhook_sink import fetch_messages
+from tests.e2e.conftest import running_sandbox
 
 # Each test: at most one sandbox start (~30 s) plus its runs, each bounded by RUN_TIMEOUT.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
@@ -43,19 +42,13 @@ RUN_TIMEOUT = 240
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
-    from dr_automation.estate import DEFAULT_ESTATE_PATH, load_estate
-
-    regions = list(load_estate(DEFAULT_ESTATE_PATH).regions)
-    layout = SandboxLayout.for_tests(tmp_path_factory.mktemp("failback"), regions)
-    endpoints = up(layout)
-    creds = json.loads(layout.credentials_file.read_text())
-    client = AirflowClient(layout.airflow_url, creds["username"], creds["password"])
-    for dag_id in ("dns_failover_setup", FAILOVER, FAILBACK):
-        client.wait_for_dag(dag_id)
-        client.unpause(dag_id)
-    yield layout, endpoints, creds, client
-    client.close()
-    down(layout)
+    with running_sandbox(tmp_path_factory, "failback", ("dns_failover_setup", FAILOVER, FAILBACK)) as (
+        layout,
+        endpoints,
+        creds,
+        client,
+    ):
+        yield layout, endpoints, creds, client
 
 
 @pytest.fixture(scope="module")

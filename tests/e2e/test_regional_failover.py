@@ -10,10 +10,10 @@ import boto3
 import httpx
 import pytest
 
-from dr_sandbox.airflow_client import AirflowAPIError, AirflowClient
-from dr_sandbox.layout import SandboxLayout
-from dr_sandbox.sandbox import down, resolve, up
+from dr_sandbox.airflow_client import AirflowAPIError
+from dr_sandbox.sandbox import resolve
 from dr_sandbox.webhook_sink import fetch_messages
+from tests.e2e.conftest import running_sandbox
 
 pytestmark = pytest.mark.e2e
 
@@ -53,18 +53,13 @@ MALFORMED = [
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
-    from dr_automation.estate import DEFAULT_ESTATE_PATH, load_estate
-
-    regions = list(load_estate(DEFAULT_ESTATE_PATH).regions)
-    layout = SandboxLayout.for_tests(tmp_path_factory.mktemp("failover"), regions)
-    endpoints = up(layout)
-    creds = json.loads(layout.credentials_file.read_text())
-    client = AirflowClient(layout.airflow_url, creds["username"], creds["password"])
-    for dag_id in ("dns_failover_setup", "regional_failover"):
-        client.wait_for_dag(dag_id)
-        client.unpause(dag_id)
-    yield layout, endpoints, creds, client
-    down(layout)
+    with running_sandbox(tmp_path_factory, "failover", ("dns_failover_setup", "regional_failover")) as (
+        layout,
+        endpoints,
+        creds,
+        client,
+    ):
+        yield layout, endpoints, creds, client
 
 
 def _run(client, dag_id, conf, run_id, timeout=300):

@@ -15,22 +15,16 @@ import pytest
 
 from dr_sandbox import database
 from dr_sandbox.airflow_client import AirflowClient
-from dr_sandbox.layout import SandboxLayout
-from dr_sandbox.sandbox import down, resolve, up
+from dr_sandbox.sandbox import down, resolve
+from tests.e2e.conftest import running_sandbox
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
-    from dr_automation.estate import DEFAULT_ESTATE_PATH, load_estate
-
-    regions = list(load_estate(DEFAULT_ESTATE_PATH).regions)
-    layout = SandboxLayout.for_tests(tmp_path_factory.mktemp("sandbox"), regions)
-    endpoints = up(layout)
-    creds = json.loads(layout.credentials_file.read_text())
-    yield layout, endpoints, creds
-    down(layout)
+    with running_sandbox(tmp_path_factory, "sandbox", ()) as (layout, endpoints, creds, _client):
+        yield layout, endpoints, creds
 
 
 def _roles(endpoints, role):
