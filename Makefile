@@ -9,13 +9,13 @@ STAMP := $(VENV)/.installed-$(REQ_HASH)
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/include
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv test test-quick test-integration test-e2e lint demo up down bench bench-parse bench-failover clean
+.PHONY: help venv test test-quick test-integration test-e2e lint demo up down bench bench-parse bench-failover bench-detection bench-backup clean
 
 help:
 	@echo "make demo   - start the sandbox, run the DR story through the REST API, print a summary, stop"
 	@echo "make test   - lint + every test tier (quick, integration, e2e)"
 	@echo "make up / make down - keep the sandbox and the Airflow UI running / stop it"
-	@echo "make test-quick | test-integration | test-e2e | lint | bench (bench-parse, bench-failover)"
+	@echo "make test-quick | test-integration | test-e2e | lint | bench (bench-parse, bench-failover, bench-detection, bench-backup)"
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,13 +54,19 @@ up: venv
 down:
 	@if test -x $(PY); then $(PY) -m dr_sandbox down; else echo "nothing to stop"; fi
 
-bench: bench-parse bench-failover
+bench: bench-parse bench-failover bench-detection bench-backup
 
 bench-parse: venv
 	@$(PY) bench/parse.py
 
 bench-failover: venv
 	@$(PY) bench/failover.py --runs 3
+
+bench-detection: venv
+	@$(PY) bench/detection.py
+
+bench-backup: venv
+	@$(PY) bench/backup.py
 
 clean: down
 	rm -rf .sandbox

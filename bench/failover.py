@@ -10,7 +10,6 @@ every 50 ms from the moment the REST POST returns. Prints one JSON document.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import sys
@@ -18,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench_output import emit
 
 TARGET_SECONDS = 10.0
 
@@ -114,14 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.runs <= 20:
         parser.error("--runs: must be between 1 and 20")
-    # Library logging (structlog) writes to stdout; keep stdout for the one JSON document.
-    with contextlib.redirect_stdout(sys.stderr):
-        doc = run(args.runs)
-    text = json.dumps(doc, indent=2)
-    if args.output:
-        args.output.write_text(text)
-    print(text)
-    return 0 if doc["meets_target"] else 1
+    return emit(lambda: run(args.runs), args.output)
 
 
 if __name__ == "__main__":

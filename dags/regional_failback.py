@@ -90,26 +90,25 @@ def regional_failback() -> None:
     def assess_routing() -> dict:
         """Where traffic is now and which failover mode brings it back (control plane, not DNS caches)."""
         from dr_automation.hooks.route53 import Route53Hook
-        from dr_automation.route53_plan import health_check_name, routing_state
+        from dr_automation.route53_plan import health_check_name, routing_view
 
         current = load_estate()
         primary = current.primary_region.name
         hook = Route53Hook(aws_conn_id=current.connections["aws"])
-        state = routing_state(
-            current, hook.list_record_sets(hook.get_hosted_zone_id(current.route53["hosted_zone"]))
-        )
+        view = routing_view(current, hook)
+        if view["mode"] == "absent":
+            raise ValueError(f"no records for {current.route53['record_name']}: run dns_failover_setup first")
         checks = {r: hook.find_health_check(health_check_name(current, r)) for r in current.regions}
         inverted = sorted(r for r, c in checks.items() if c and c["HealthCheckConfig"].get("Inverted"))
-        if state.mode == "absent":
-            raise ValueError(f"no records for {current.route53['record_name']}: run dns_failover_setup first")
-        if state.mode == "manual_override":
-            serving, mode = state.primary_region, "manual_override"
-        elif state.primary_region in inverted:
-            serving, mode = state.secondary_region, "health_check"
+        serving = view["serving_region"]
+        if view["mode"] == "manual_override":
+            mode = "manual_override"
+        elif view["inverted_checks"]:  # the PRIMARY record's own check is inverted
+            mode = "health_check"
         else:
-            serving, mode = state.primary_region, "record_swap"
+            mode = "record_swap"
         return {
-            "routing": state.mode,
+            "routing": view["mode"],
             "primary": primary,
             "serving": serving,
             "on_primary": serving == primary,
@@ -221,7 +220,7 @@ def regional_failback() -> None:
         nameservers=list(estate.route53["verify_nameservers"]),
         record_type=estate.route53["record_type"],
         check_interval=0.5,
-        timeout=300,
+        timeout=estate.route53["propagation_timeout_seconds"],
         retries=0,
     )
 

@@ -9,27 +9,32 @@ REST: `POST /api/v2/dags/regional_failover/dagRuns` with
 "incident_level": 3, "mode": "health_check", "dry_run": false}}`. A malformed conf is refused with 400.
 
 **Steps:** authorize the requester (config allow-list; levels that need approval wait for a human
-Approve/Reject), refuse an unhealthy target, preflight (failover records and health checks exist),
-then switch DNS (nothing slow sits in front of it: notifications go out beside it), wait for
-Route 53 INSYNC and for resolvers to answer the target, verify the target answers `/health` through
-that address, record the failover, notify completion.
+Approve/Reject, and an unanswered request times out after `approval_timeout_minutes`), refuse an
+unhealthy target, preflight (failover records and health checks exist), then switch DNS (nothing
+slow sits in front of it: notifications go out beside it). Then, side by side: wait for Route 53
+INSYNC and for resolvers to answer the target; scale the target's Auto Scaling group to its serving
+size; copy user sessions to the target's Redis; open the target's load-balancer write gate and
+close the old region's (no two regions take writes). Verify the target answers `/health` through
+the address DNS gives, record the new serving region, write the failover record, notify.
 
 **Safety:** one traffic move at a time (pool `dr_traffic`, one active run); a run for the region
 already serving is a successful no-op; `dry_run` reports the plan and changes nothing. If anything
-fails after DNS moved, DNS is put back exactly as it was, the failure is notified, and the run fails.
+fails after DNS moved, DNS, capacity and write gates are put back exactly as they were, the failure is
+notified, and the run fails. Every run, whatever its end, leaves a failover record (who, why, who
+approved, steps, timings, outcome) in the target region's bucket under `reports/failovers/`.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import dag, task
 from airflow.task.trigger_rule import TriggerRule
 
 from dr_automation.dag_defaults import dag_tags, default_args
 from dr_automation.estate import load_estate
-from dr_automation.failover import failover_params
+from dr_automation.failover import MOVED_STEPS, failover_params
+from dr_automation.operators.approval import APPROVAL_XCOM_KEY, RecordedApprovalOperator
 from dr_automation.operators.route53 import Route53RollbackOperator, Route53SwitchTrafficOperator
 from dr_automation.sensors.route53 import DnsAnswerSensor, Route53ChangeInsyncSensor
 
@@ -37,14 +42,7 @@ estate = load_estate()
 aws_conn_id = estate.connections["aws"]
 SWITCH = "switch_dns"
 RECORD = estate.route53["record_name"]
-STEP_TASKS = (
-    "authorize",
-    "check_target_healthy",
-    "preflight",
-    SWITCH,
-    "dns_answers_target",
-    "verify_traffic",
-)
+STEP_TASKS = ("authorize", "await_approval", "check_target_healthy", "preflight", *MOVED_STEPS)
 # target region -> its address, resolved by Jinja at run time from the run's params
 TARGET_ADDRESS = "{{ %r[params.target_region] }}" % {n: r.address for n, r in estate.regions.items()}
 
@@ -61,25 +59,26 @@ TARGET_ADDRESS = "{{ %r[params.target_region] }}" % {n: r.address for n, r in es
     dagrun_timeout=timedelta(hours=1),
 )
 def regional_failover() -> None:
-    @task(retries=0)
-    def authorize(**context) -> dict:
-        """Refuse unknown keys, unknown requesters and placeholder reasons before anything moves."""
+    @task.branch(retries=0)
+    def authorize(**context) -> str | list[str]:
+        """Refuse unknown keys, unknown requesters and placeholder reasons before anything moves;
+        then wait for an approver, or go on (target health and preflight side by side).
+
+        One task (decision in XCom key `decision`, branch as its result): every scheduler round
+        trip before the switch is outage time."""
+        from dr_automation.failover import DECISION_KEY, new_failover_id
         from dr_automation.failover import authorize as decide
-        from dr_automation.failover import new_failover_id
 
         decision = decide(load_estate(), context["dag_run"].conf or {}, context["params"])
         decision["failover_id"] = new_failover_id(context["run_id"])
-        return decision
+        context["ti"].xcom_push(key=DECISION_KEY, value=decision)
+        return "await_approval" if decision["needs_approval"] else ["check_target_healthy", "preflight"]
 
-    @task.branch(retries=0)
-    def approval_needed(decision: dict) -> str:
-        return "await_approval" if decision["needs_approval"] else "check_target_healthy"
-
-    await_approval = ApprovalOperator(
+    await_approval = RecordedApprovalOperator(
         task_id="await_approval",
         subject=f"Approve failover of {RECORD} to {{{{ params.target_region }}}}?",
         body="Requested by **{{ params.requested_by }}** at level {{ params.incident_level }}: {{ params.reason }}",
-        response_timeout=timedelta(minutes=30),
+        response_timeout=timedelta(minutes=estate.raw["failover_authorization"]["approval_timeout_minutes"]),
         retries=0,
     )
 
@@ -90,25 +89,32 @@ def regional_failover() -> None:
 
         return require_healthy_target(load_estate(), context["params"]["target_region"])
 
-    @task(retries=0)
+    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, retries=0)
     def preflight(**context) -> dict:
-        """Failover records and health checks exist (the data plane is ready)."""
+        """Failover records and health checks exist (the data plane is ready); who serves now."""
+        from dr_automation.failover import effective_switch_mode
         from dr_automation.hooks.route53 import Route53Hook
-        from dr_automation.route53_plan import health_check_name, routing_state
+        from dr_automation.route53_plan import health_check_name, routing_view
 
         current = load_estate()
         hook = Route53Hook(aws_conn_id=current.connections["aws"])
-        zone_id = hook.get_hosted_zone_id(current.route53["hosted_zone"])
-        state = routing_state(current, hook.list_record_sets(zone_id))
-        checks = {r: bool(hook.find_health_check(health_check_name(current, r))) for r in current.regions}
-        if state.mode == "absent":
+        view = routing_view(current, hook)
+        if view["mode"] == "absent":
             raise ValueError(f"no records for {current.route53['record_name']}: run dns_failover_setup first")
-        return {"routing": state.mode, "serving": state.primary_region, "health_checks": checks}
+        checks = {r: bool(hook.find_health_check(health_check_name(current, r))) for r in current.regions}
+        mode, why = effective_switch_mode(current, context["params"]["mode"], view)
+        return {
+            "routing": view["mode"],
+            "serving": view["serving_region"],
+            "health_checks": checks,
+            "mode": mode,
+            "mode_reason": why,
+        }
 
     switch = Route53SwitchTrafficOperator(
         task_id=SWITCH,
         target_region="{{ params.target_region }}",
-        mode="{{ params.mode }}",
+        mode="{{ ti.xcom_pull(task_ids='preflight')['mode'] }}",
         dry_run="{{ params.dry_run }}",
         aws_conn_id=aws_conn_id,
         pool="dr_traffic",
@@ -116,7 +122,7 @@ def regional_failover() -> None:
     )
 
     @task(retries=0)
-    def notify_initiation(decision: dict, **context) -> dict:
+    def notify_initiation(**context) -> dict:
         """Beside the switch, never in front of it."""
         from dr_automation.failover import notify_failover
 
@@ -142,7 +148,7 @@ def regional_failover() -> None:
         nameservers=list(estate.route53["verify_nameservers"]),
         record_type=estate.route53["record_type"],
         check_interval=0.5,
-        timeout=300,
+        timeout=estate.route53["propagation_timeout_seconds"],
         retries=0,
     )
 
@@ -158,25 +164,66 @@ def regional_failover() -> None:
 
         return require_healthy_target(load_estate(), context["params"]["target_region"])
 
-    @task(trigger_rule=TriggerRule.NONE_FAILED, retries=2)
-    def record_failover(decision: dict, **context) -> dict:
-        """Every run that was authorized leaves a record: success, dry run, or not approved."""
-        from dr_automation.failover import write_failover_record
+    def _target_step(name: str):
+        @task(task_id=name, retries=1, retry_delay=timedelta(seconds=2))
+        def step(serving: dict, **context) -> dict:
+            from dr_automation.target_region import FAILOVER_STEPS
 
-        ti = context["ti"]
-        steps = {t: ti.xcom_pull(task_ids=t) for t in STEP_TASKS}
-        if steps["verify_traffic"]:
-            outcome = "success"
-        elif decision["dry_run"] and steps[SWITCH]:
-            outcome = "dry_run"
-        else:
-            outcome = "not_approved"
-        record = {**decision, "outcome": outcome, "run_id": context["run_id"], "steps": steps}
-        location = write_failover_record(load_estate(), record, region=decision["target_region"])
-        return {"outcome": outcome, "location": location}
+            p = context["params"]
+            return FAILOVER_STEPS[name](
+                load_estate(), p["target_region"], serving["serving"], bool(p["dry_run"])
+            )
+
+        return step
+
+    @task(retries=2)
+    def record_new_primary(serving: dict, **context) -> dict:
+        """The serving region, where reports, the monitor and the status board read it."""
+        from dr_automation.failover import decision_of, record_serving_region
+
+        decision = decision_of(context)
+        return record_serving_region(
+            load_estate(),
+            region=decision["target_region"],
+            previous=serving["serving"],
+            failover_id=decision["failover_id"],
+        )
+
+    @task(trigger_rule=TriggerRule.ALL_DONE, retries=2)
+    def record_failover(**context) -> dict:
+        """Every run leaves a record, whatever its end: success, dry run, refused, rejected, timed
+        out, or failed and rolled back. The outcome is read from task states and the HITL answer."""
+        from dr_automation.failover import approver_of, decision_of, failover_outcome, write_failover_record
+
+        ti, params = context["ti"], context["params"]
+        states = ti.get_task_states(dag_id=context["dag"].dag_id, run_ids=[context["run_id"]])
+        states = states.get(context["run_id"], {})
+        approval = ti.xcom_pull(task_ids="await_approval", key=APPROVAL_XCOM_KEY)
+        outcome, detail = failover_outcome(states, dry_run=bool(params["dry_run"]), approval=approval)
+        decision = decision_of(context) or {
+            k: params[k] for k in ("requested_by", "reason", "incident_level", "target_region", "mode")
+        }
+        failover_id = decision.get("failover_id") or f"refused-{context['run_id']}"
+        record = {
+            **decision,
+            "failover_id": failover_id,
+            "outcome": outcome,
+            "detail": detail,
+            "approval": approver_of(approval),
+            "evidence": params.get("evidence"),
+            "run_id": context["run_id"],
+            "task_states": states,
+            "steps": {t: ti.xcom_pull(task_ids=t) for t in STEP_TASKS if t != "await_approval"},
+            "rollback": {t: ti.xcom_pull(task_ids=t) for t in ("rollback_dns", "restore_target")},
+        }
+        location = write_failover_record(load_estate(), record, region=params["target_region"])
+        return {"outcome": outcome, "detail": detail, "location": location}
 
     @task(retries=0)
-    def notify_completion(decision: dict, recorded: dict, **context) -> dict:
+    def notify_completion(recorded: dict, **context) -> dict:
+        """Success, dry run, rejection and approval timeout; failures have notify_failure."""
+        from airflow.exceptions import AirflowSkipException
+
         from dr_automation.failover import notify_failover
 
         p = context["params"]
@@ -184,7 +231,11 @@ def regional_failover() -> None:
             "success": f"{RECORD} now served from {p['target_region']}",
             "dry_run": f"Dry run: failover of {RECORD} to {p['target_region']} planned, nothing changed",
             "not_approved": f"Failover of {RECORD} to {p['target_region']} was not approved",
+            "approval_timed_out": f"Failover of {RECORD} to {p['target_region']}: approval timed out, "
+            "nothing moved",
         }
+        if recorded["outcome"] not in titles:
+            raise AirflowSkipException(f"outcome {recorded['outcome']}: notify_failure or on-call covers it")
         return notify_failover(
             context,
             titles[recorded["outcome"]],
@@ -193,12 +244,26 @@ def regional_failover() -> None:
 
     rollback = Route53RollbackOperator(
         task_id="rollback_dns",
-        switch_result=f"{{{{ ti.xcom_pull(task_ids='{SWITCH}') }}}}",
+        switch_task_id=SWITCH,
         aws_conn_id=aws_conn_id,
         trigger_rule=TriggerRule.ONE_FAILED,
         pool="dr_traffic",
         retries=3,
     )
+
+    @task(trigger_rule=TriggerRule.ONE_FAILED, retries=3, retry_delay=timedelta(seconds=2))
+    def restore_target(**context) -> dict:
+        """Put capacity and both write gates back as they were (sessions copied are harmless)."""
+        from dr_automation.target_region import restore_capacity, restore_write_gate
+
+        ti, current = context["ti"], load_estate()
+        scaled = ti.xcom_pull(task_ids="scale_target") or {}
+        gates = ti.xcom_pull(task_ids="update_load_balancers") or {}
+        return {
+            "capacity_restored": restore_capacity(current, scaled),
+            "closed_gate_reopened": restore_write_gate(current, gates.get("closed") or {}),
+            "opened_gate_closed": restore_write_gate(current, gates.get("opened") or {}),
+        }
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
     def notify_failure(**context) -> dict:
@@ -216,7 +281,8 @@ def regional_failover() -> None:
         return notify_failover(
             context,
             f"Failover of {RECORD} to {p['target_region']} FAILED",
-            "The failover failed and DNS was restored to its previous state. See the run for the failing step.",
+            "The failover failed; DNS, capacity and write gates were restored to their previous state. "
+            "See the run and its failover record for the failing step.",
         )
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
@@ -224,24 +290,36 @@ def regional_failover() -> None:
         """Keeps a run whose body failed marked failed even though rollback succeeded."""
         raise RuntimeError("the failover failed; DNS was rolled back (see rollback_dns)")
 
-    decision = authorize()
-    branch = approval_needed(decision)
+    branch = authorize()
     healthy = check_target_healthy()
-    branch >> [await_approval, healthy]
-    await_approval >> healthy
     checked = preflight()
-    healthy >> checked >> switch
-    checked >> notify_initiation(decision)
+    branch >> [await_approval, healthy, checked]
+    await_approval >> [healthy, checked]
+    [healthy, checked] >> switch
+    checked >> notify_initiation()
     verified = verify_traffic()
-    switch >> changes_applied() >> insync >> dns_answers_target >> verified
-    recorded = record_failover(decision)
-    [verified, switch] >> recorded
-    notify_completion(decision, recorded)
-    moved = [switch, insync, dns_answers_target, verified]
+    applied = changes_applied()
+    switch >> applied >> insync >> dns_answers_target >> verified
+    target_steps = [
+        _target_step("scale_target")(checked),
+        _target_step("migrate_sessions")(checked),
+        _target_step("update_load_balancers")(checked),
+    ]
+    switch >> target_steps
+    target_steps >> applied  # a dry run reports the plans of these steps, then stops
+    new_primary = record_new_primary(checked)
+    verified >> new_primary
+    moved = [switch, insync, dns_answers_target, *target_steps, verified]
+    restored = restore_target()
     failure_notice = notify_failure()
     moved >> rollback >> failure_notice
+    moved >> restored >> failure_notice
     moved >> failure_notice  # ONE_FAILED looks at direct parents: see the failed step itself
-    [decision, healthy, checked, switch, insync, dns_answers_target, verified, recorded] >> watcher()
+    recorded = record_failover()
+    # not a direct child of await_approval: a Reject skips its direct children, and this must run
+    [branch, healthy, new_primary, rollback, restored, failure_notice, *moved] >> recorded
+    notify_completion(recorded)
+    [branch, healthy, checked, *moved, new_primary, recorded] >> watcher()
 
 
 regional_failover()

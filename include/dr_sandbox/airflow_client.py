@@ -51,6 +51,12 @@ class AirflowClient:
     def unpause(self, dag_id: str) -> dict:
         return self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
 
+    def pause(self, dag_id: str) -> dict:
+        return self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
+
+    def runs(self, dag_id: str, limit: int = 100) -> list[dict]:
+        return self.request("GET", f"/dags/{dag_id}/dagRuns?limit={limit}&order_by=-start_date")["dag_runs"]
+
     def trigger(self, dag_id: str, conf: dict | None = None, *, run_id: str | None = None) -> dict:
         body: dict[str, Any] = {"logical_date": None, "conf": conf or {}}
         if run_id:

@@ -146,6 +146,7 @@ def airflow_env(
             # The supervisor notices a task's exit within this interval; a short one narrows Airflow
             # 3.3's stale defer-exit race (apache/airflow#72716) for fast-resuming deferrable tasks.
             "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+            "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "3",  # approval timeouts seen within seconds
             "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), str(REPO_ROOT / "include")]),

@@ -649,6 +649,168 @@ def _seed_notifications(estate: Estate, clients: _Clients) -> dict[str, Any]:
     return {"topic_arns": topic_arns, "queue_urls": queue_urls, "ses_sender": sender}
 
 
+# -- regional compute: Auto Scaling group, load balancer and its write gate -----------------
+
+STANDBY_AMI = "ami-12c6146b"  # one of moto's built-in images
+
+
+def standby_capacity(estate: Estate, region: str) -> int:
+    """The size a standby region runs at: a third of its serving size (at least one)."""
+    return max(1, estate.regions[region].capacity["serving_desired"] // 3)
+
+
+def _seed_region_compute(estate: Estate, clients: _Clients) -> dict[str, Any]:
+    """Per region: a VPC, the API Auto Scaling group (serving size on the primary, standby size
+    elsewhere) and an HTTPS load balancer whose write gate is open on the primary only."""
+    out: dict[str, Any] = {}
+    primary = estate.primary_region.name
+    for name, region in estate.regions.items():
+        ec2, asg, elbv2 = clients("ec2", name), clients("autoscaling", name), clients("elbv2", name)
+        tag = _tags(estate)
+        vpcs = ec2.describe_vpcs(Filters=[{"Name": f"tag:{_tag_key(estate)}", "Values": ["dr"]}])["Vpcs"]
+        if vpcs:
+            vpc = vpcs[0]["VpcId"]
+            subnets = [
+                s["SubnetId"]
+                for s in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]
+            ]
+        else:
+            tag_spec = [{"Key": k, "Value": v} for k, v in tag.items()]
+            vpc = ec2.create_vpc(
+                CidrBlock="10.40.0.0/16", TagSpecifications=[{"ResourceType": "vpc", "Tags": tag_spec}]
+            )["Vpc"]["VpcId"]
+            subnets = [
+                ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.40.{i}.0/24", AvailabilityZone=f"{name}{zone}")[
+                    "Subnet"
+                ]["SubnetId"]
+                for i, zone in enumerate("ab")
+            ]
+        cap = region.capacity
+        group = cap["auto_scaling_group"]
+        if not asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"]:
+            template = f"{group}-template"
+            with _ignore_codes("InvalidLaunchTemplateName.AlreadyExistsException"):
+                ec2.create_launch_template(
+                    LaunchTemplateName=template,
+                    LaunchTemplateData={"ImageId": STANDBY_AMI, "InstanceType": "m6i.large"},
+                )
+            size = cap["serving_desired"] if name == primary else standby_capacity(estate, name)
+            asg.create_auto_scaling_group(
+                AutoScalingGroupName=group,
+                LaunchTemplate={"LaunchTemplateName": template},
+                MinSize=min(size, cap["serving_min"]),
+                MaxSize=cap["serving_desired"] * 2,
+                DesiredCapacity=size,
+                VPCZoneIdentifier=",".join(subnets),
+                Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True} for k, v in tag.items()],
+            )
+        out[name] = {
+            "auto_scaling_group": group,
+            **_seed_load_balancer(estate, elbv2, clients, name, vpc, subnets),
+        }
+    return out
+
+
+def _seed_load_balancer(
+    estate: Estate, elbv2: Any, clients: _Clients, region: str, vpc: str, subnets: list[str]
+) -> dict[str, Any]:
+    from dr_automation.target_region import (
+        find_write_gate,
+        write_gate_actions,
+        write_gate_conditions,
+        write_gate_tag,
+    )
+
+    spec = estate.regions[region].load_balancer
+    try:
+        lb_arn = elbv2.describe_load_balancers(Names=[spec["name"]])["LoadBalancers"][0]["LoadBalancerArn"]
+    except ClientError as exc:
+        if _error_code(exc) != "LoadBalancerNotFound":
+            raise
+        lb_arn = elbv2.create_load_balancer(
+            Name=spec["name"], Subnets=subnets, Scheme="internet-facing", Type="application"
+        )["LoadBalancers"][0]["LoadBalancerArn"]
+    listeners = elbv2.describe_listeners(LoadBalancerArn=lb_arn)["Listeners"]
+    if not any(x["Port"] == spec["listener_port"] for x in listeners):
+        tg_arn = elbv2.create_target_group(
+            Name=spec["name"], Protocol="HTTP", Port=8080, VpcId=vpc, HealthCheckPath="/health"
+        )["TargetGroups"][0]["TargetGroupArn"]
+        cert = clients("acm", region).request_certificate(DomainName=estate.regions[region].hostname)[
+            "CertificateArn"
+        ]
+        listener = elbv2.create_listener(
+            LoadBalancerArn=lb_arn,
+            Protocol="HTTPS",
+            Port=spec["listener_port"],
+            Certificates=[{"CertificateArn": cert}],
+            DefaultActions=[{"Type": "forward", "TargetGroupArn": tg_arn}],
+        )["Listeners"][0]["ListenerArn"]
+        closed = region != estate.primary_region.name
+        elbv2.create_rule(
+            ListenerArn=listener,
+            Priority=10,
+            Conditions=write_gate_conditions(),
+            Actions=write_gate_actions(closed, tg_arn),
+            Tags=[write_gate_tag(estate)],
+        )
+    gate = find_write_gate(estate, region, elbv2)
+    return {
+        "load_balancer_arn": lb_arn,
+        "write_gate_rule_arn": gate["rule_arn"],
+        "writes_closed": gate["closed"],
+    }
+
+
+class _ignore_codes:
+    """Ignore a ClientError with one of these codes (an idempotent create that already happened)."""
+
+    def __init__(self, *codes: str) -> None:
+        self.codes = codes
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        return isinstance(exc, ClientError) and _error_code(exc) in self.codes
+
+
+# -- what the backup tiers read: machine images, lifecycle rules -----------------------------
+
+
+def _seed_backup_sources(estate: Estate, clients: _Clients) -> dict[str, Any]:
+    """A machine image per machine_images system (tagged with its tag) in the primary region, and
+    every tier's lifecycle rules on its buckets (what the tiers' check_retention then finds)."""
+    from dr_automation.backup.plan import tier_plan
+    from dr_automation.backup.retention import ensure_rules, tier_rules
+
+    primary = estate.primary_region.name
+    ec2 = clients("ec2", primary)
+    images: dict[str, str] = {}
+    for system in _systems(estate):
+        if system.get("type") != "machine_images":
+            continue
+        tag = system["tag"]
+        found = ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag-key", "Values": [tag]}])["Images"]
+        if found:
+            images[system["name"]] = found[0]["ImageId"]
+            continue
+        image_id = ec2.register_image(
+            Name=f"{estate.raw['organization']['tag_prefix']}-api-base",
+            Description="Sandbox stand-in for the API servers' machine image",
+        )["ImageId"]
+        ec2.create_tags(
+            Resources=[image_id],
+            Tags=[{"Key": tag, "Value": "api"}, *[{"Key": k, "Value": v} for k, v in _tags(estate).items()]],
+        )
+        images[system["name"]] = image_id
+    lifecycle: dict[str, list[str]] = {}
+    for key in estate.tiers:
+        for (region, bucket), rules in tier_rules(tier_plan(estate, key)).items():
+            ensure_rules(clients("s3", region), bucket, rules)  # written once, present after
+            lifecycle.setdefault(bucket, []).extend(r["ID"] for r in rules)
+    return {"machine_images": images, "lifecycle_rules": {b: sorted(ids) for b, ids in lifecycle.items()}}
+
+
 # -- entry point ------------------------------------------------------------------------------
 
 
@@ -671,7 +833,11 @@ def seed_aws(
     rds_arns, secret_arns = _seed_rds_and_secrets(estate, clients, kms["arns"])
     dns = _seed_route53(estate, clients, region_addresses, health_interval_override)
     notifications = _seed_notifications(estate, clients)
+    compute = _seed_region_compute(estate, clients)
+    backup_sources = _seed_backup_sources(estate, clients)
     return {
+        "regions": compute,
+        "backup_sources": backup_sources,
         "hosted_zone_id": dns["hosted_zone_id"],
         "health_check_ids": dns["health_check_ids"],
         "kms_key_ids": kms["ids"],

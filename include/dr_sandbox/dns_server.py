@@ -515,6 +515,7 @@ class DnsServer:
         self.last_refresh_at: float | None = None
         self.last_refresh_error: str | None = None
         self.queries = 0
+        self.servfail_until = 0.0  # fault: answer SERVFAIL until this monotonic time
 
     # ----- refresh from the emulator -----
     def _route53(self) -> Any:
@@ -730,6 +731,9 @@ class DnsServer:
         if question.rdclass not in (dns.rdataclass.IN, dns.rdataclass.ANY):
             response.set_rcode(dns.rcode.REFUSED)
             return response
+        if time.monotonic() < self.servfail_until:
+            response.set_rcode(dns.rcode.SERVFAIL)
+            return response
         zone = self._zone_for(question.name)
         if zone is None:
             response.set_rcode(dns.rcode.REFUSED)
@@ -939,6 +943,31 @@ def _status_handler(server: DnsServer) -> type[http.server.BaseHTTPRequestHandle
                 code, body = 200, {"status": "ok"}
             else:
                 code, body = 404, {"error": f"no route for {path}"}
+            self._send(code, body)
+
+        def do_POST(self) -> None:
+            """POST /_sandbox/faults {"servfail_seconds": N}: every query gets SERVFAIL for N seconds
+            (a resolver outage; it stops by itself). N = 0 ends it."""
+            if self.path.split("?", 1)[0] != "/_sandbox/faults":
+                self._send(404, {"error": f"no route for {self.path}"})
+                return
+            try:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = json.loads(self.rfile.read(min(length, 4096)) or b"{}")
+                seconds = body["servfail_seconds"]
+                if (
+                    isinstance(seconds, bool)
+                    or not isinstance(seconds, (int, float))
+                    or not 0 <= seconds <= 600
+                ):
+                    raise ValueError
+            except (ValueError, KeyError, TypeError):
+                self._send(400, {"error": "servfail_seconds: must be a number of seconds from 0 to 600"})
+                return
+            server.servfail_until = time.monotonic() + seconds
+            self._send(200, {"servfail_seconds": seconds})
+
+        def _send(self, code: int, body: Any) -> None:
             payload = json.dumps(body).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")

@@ -20,8 +20,9 @@ from typing import Any
 
 import yaml
 
-from dr_sandbox import airflow_runtime, database
-from dr_sandbox.layout import REPO_ROOT, SandboxLayout, port_is_free
+from dr_automation.target_region import session_prefix
+from dr_sandbox import airflow_runtime, database, sessions
+from dr_sandbox.layout import REPO_ROOT, SandboxLayout, free_port, port_is_free
 from dr_sandbox.processes import running, spawn, stop_all
 
 SIMULATED = {
@@ -31,12 +32,19 @@ SIMULATED = {
     "kubernetes": "the Kubernetes API is the sandbox stand-in; toolbox pods run as local processes, other "
     "images complete as simulated",
     "regions": "each region is a small HTTP app on its own loopback address",
+    "session_stores": "each region's ElastiCache is the machine's real Redis, regions kept apart by key prefix",
+    "compute_and_load_balancers": "Auto Scaling groups and load balancers (with their write gates) exist in "
+    "moto only; the regional apps are reached directly, not through them",
+    "neo4j": "the Neo4j cluster is a stand-in serving a small generated graph through the HTTP API, "
+    "answering exactly the Cypher statements the backup sends",
     "webhooks": "the chat and status-page webhooks post to the sandbox webhook sink, which records "
     "every message (GET /messages) and forwards nothing",
     "email_and_pagers": "SES mail stays in moto (GET /moto-api/data.json); SNS pager topics deliver to "
     "SQS '<topic>-inbox' queues instead of phones",
 }
 
+
+SEEDED_SESSIONS = 40  # signed-in users in the primary region, for the failover to carry over
 
 # Where airflow_settings.yaml points the chat and status-page webhook connections on the sink.
 CHAT_WEBHOOK_PATH = "/chat"
@@ -74,7 +82,7 @@ def _http_ok(url: str) -> Callable[[], bool]:
     return lambda: httpx.get(url, timeout=2).status_code == 200
 
 
-def sandbox_estate(layout: SandboxLayout, base: Path) -> dict[str, Any]:
+def sandbox_estate(layout: SandboxLayout, base: Path, *, neo4j_url: str | None = None) -> dict[str, Any]:
     """The estate as the sandbox runs it: same file, regions' endpoints moved onto loopback apps."""
     data = yaml.safe_load(base.read_text())
     for name, region in data["regions"].items():
@@ -88,7 +96,31 @@ def sandbox_estate(layout: SandboxLayout, base: Path) -> dict[str, Any]:
     hc["type"] = "HTTP"
     hc["port"] = layout.app_port
     data["route53"]["verify_nameservers"] = [f"{layout.host}:{layout.dns_port}"]
+    data["route53"]["propagation_timeout_seconds"] = 15  # the sandbox's DNS answers within seconds
+    data["failover_authorization"]["approval_timeout_minutes"] = 1  # tests watch a timeout happen
+    data["health"]["metrics_period_seconds"] = max(1, round(layout.metrics_publish_seconds))
+    data["health"]["check_interval_seconds"] = 1  # the monitor detects within seconds, not minutes
+    data["sessions"]["key_prefix"] = f"{layout.database_name}:{{region}}:session:"
+    # Backups: pods export objects from the Kubernetes stand-in (a sandbox pod has no in-cluster service
+    # account), the Neo4j backup reads the Neo4j stand-in, and a failed backup step retries in seconds.
+    data["kubernetes"]["api_url"] = layout.k8s_url
+    data["kubernetes"]["pod_poll_seconds"] = 0.5
+    if neo4j_url:
+        for spec in data["databases"].values():
+            if "bolt_uri" in spec:
+                spec["http_uri"] = neo4j_url
+    for tier in data["tiers"].values():
+        tier["retry_delay_seconds"] = 2
     return data
+
+
+def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merged(base[key], value)
+        else:
+            base[key] = value
+    return base
 
 
 @contextlib.contextmanager
@@ -185,8 +217,17 @@ def _check_ports(layout: SandboxLayout) -> None:
         )
 
 
-def up(layout: SandboxLayout | None = None, *, with_airflow: bool = True) -> dict[str, Any]:
-    """Start everything; return the endpoints document. On any failure, stop what was started."""
+def up(
+    layout: SandboxLayout | None = None,
+    *,
+    with_airflow: bool = True,
+    estate_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Start everything; return the endpoints document. On any failure, stop what was started.
+
+    estate_overrides are merged into the sandbox's estate (section by section, e.g.
+    ``{"health": {"failover_cooldown_minutes": 0}}``) and pass the same validation.
+    """
     from dr_automation.estate import DEFAULT_ESTATE_PATH, load_estate
 
     layout = layout or SandboxLayout()
@@ -200,25 +241,32 @@ def up(layout: SandboxLayout | None = None, *, with_airflow: bool = True) -> dic
     layout.save()
     started = time.monotonic()
     try:
-        return _up(layout, started, with_airflow=with_airflow)
+        return _up(layout, started, with_airflow=with_airflow, overrides=estate_overrides or {})
     except BaseException:
         _log("start failed: stopping what was started")
         down(layout)
         raise
 
 
-def _up(layout: SandboxLayout, started: float, *, with_airflow: bool) -> dict[str, Any]:
+def _up(
+    layout: SandboxLayout, started: float, *, with_airflow: bool, overrides: dict[str, Any]
+) -> dict[str, Any]:
     from dr_automation.estate import DEFAULT_ESTATE_PATH, load_estate
     from dr_sandbox.aws_seed import seed_aws
     from dr_sandbox.k8s_api import seed_cluster
 
+    neo4j_url = f"http://{layout.host}:{free_port(layout.host)}"  # the Neo4j stand-in (tier-3 backups)
     layout.estate_file.write_text(
-        yaml.safe_dump(sandbox_estate(layout, DEFAULT_ESTATE_PATH), sort_keys=False)
+        yaml.safe_dump(
+            _merged(sandbox_estate(layout, DEFAULT_ESTATE_PATH, neo4j_url=neo4j_url), overrides),
+            sort_keys=False,
+        )
     )
     estate = load_estate(layout.estate_file)  # the sandbox's estate passes the same validation
     aws_creds = _aws_credentials()
     primary_region = estate.primary_region.name
 
+    sessions.check_reachable()
     _log(f"creating the primary database {layout.database_name} (real PostgreSQL rows)")
     db = database.create(layout.database_name)
     _log(f"creating the audit database {layout.audit_database_name}")
@@ -328,7 +376,27 @@ def _up(layout: SandboxLayout, started: float, *, with_airflow: bool) -> dict[st
     )
     _wait("Kubernetes API", _http_ok(f"{layout.k8s_url}/version"))
     secret = estate.databases["primary"]["credentials_secret"]
-    seed_cluster(layout.k8s_url, estate, {secret["name"]: {secret["key"]: db.dsn}})
+    neo4j_secret = estate.databases["neo4j"]["password_secret"]
+    neo4j_password = secrets.token_urlsafe(18)
+    _log(f"Neo4j stand-in on {neo4j_url}")
+    start(
+        "neo4j",
+        _python_module("dr_sandbox.neo4j_api", "--host", layout.host, "--port", neo4j_url.rsplit(":", 1)[1]),
+        {**base_env, "NEO4J_PASSWORD": neo4j_password},
+    )
+    _wait("Neo4j stand-in", _http_ok(f"{neo4j_url}/health"))
+    seed_cluster(
+        layout.k8s_url,
+        estate,
+        {
+            secret["name"]: {secret["key"]: db.dsn},
+            neo4j_secret["name"]: {neo4j_secret["key"]: neo4j_password},
+        },
+    )
+
+    seeded_sessions = sessions.seed(session_prefix(estate, primary_region), SEEDED_SESSIONS)
+    _log(f"{len(seeded_sessions)} user sessions in {primary_region}'s session store (real Redis)")
+    redis_host, redis_port = sessions.redis_address()
 
     credentials: dict[str, str] = {}
     if with_airflow:
@@ -350,6 +418,8 @@ def _up(layout: SandboxLayout, started: float, *, with_airflow: bool) -> dict[st
                 "AUDIT_DB_USER": audit_db.role,
                 "AUDIT_DB_PASSWORD": audit_db.password,
                 "WEBHOOK_SINK_URL": layout.sink_url,
+                "REDIS_HOST": redis_host,
+                "REDIS_PORT": str(redis_port),
                 "DR_ENVIRONMENT": "sandbox",
             }
         )
@@ -371,6 +441,7 @@ def _up(layout: SandboxLayout, started: float, *, with_airflow: bool) -> dict[st
         "aws": {"endpoint_url": layout.aws_url, "faults": f"{layout.aws_url}/_sandbox/faults"},
         "dns": {"host": layout.host, "port": layout.dns_port, "status": f"{layout.dns_status_url}/status"},
         "kubernetes": {"api": layout.k8s_url, "kubeconfig": str(layout.kubeconfig_file)},
+        "neo4j": {"url": neo4j_url},
         "airflow": {"url": layout.airflow_url, "api": f"{layout.airflow_url}/api/v2"}
         if with_airflow
         else None,
@@ -384,6 +455,11 @@ def _up(layout: SandboxLayout, started: float, *, with_airflow: bool) -> dict[st
             for r, h in layout.region_hosts.items()
         },
         "database": db.public(),
+        "sessions": {
+            "redis": f"{redis_host}:{redis_port}",
+            "key_prefixes": {r: session_prefix(estate, r) for r in estate.regions},
+            "seeded": {primary_region: len(seeded_sessions)},
+        },
         "audit_database": {**audit_db.public(), "table": "dr_audit_events"},
         "webhook_sink": {
             "url": layout.sink_url,
@@ -424,6 +500,7 @@ def down(layout: SandboxLayout | None = None) -> dict[str, Any]:
     stopped = stop_all(layout.pids_file)
     database.drop(layout.database_name)
     database.drop(layout.audit_database_name)
+    sessions.purge(layout.database_name)
     airflow_runtime.drop_metadata_database(layout)
     for f in (layout.endpoints_file, layout.credentials_file):
         f.unlink(missing_ok=True)

@@ -17,7 +17,9 @@ from dr_automation.estate import Estate
 from dr_automation.route53_plan import SWITCH_MODES
 
 MONITOR_REQUESTER = "region_health_monitor"
-CONF_KEYS = frozenset({"target_region", "reason", "requested_by", "incident_level", "mode", "dry_run"})
+CONF_KEYS = frozenset(
+    {"target_region", "reason", "requested_by", "incident_level", "mode", "dry_run", "evidence"}
+)
 _TRIVIAL_REASONS = {"test", "testing", "failover", "n/a", "na", "none", "asdf", "because", "x"}
 
 
@@ -73,6 +75,13 @@ def failover_params(estate: Estate, *, default_target: str | None = None) -> dic
         ),
         "dry_run": Param(
             False, type="boolean", title="Dry run", description="Report the plan; change nothing."
+        ),
+        "evidence": Param(
+            None,
+            type=["object", "null"],
+            title="Evidence",
+            description="Health checks behind an automatic failover (set by region_health_monitor); "
+            "kept in the failover record.",
         ),
     }
 
@@ -144,9 +153,34 @@ def require_healthy_target(estate: Estate, region: str) -> dict[str, Any]:
     return result
 
 
+def effective_switch_mode(
+    estate: Estate, requested: str, view: Mapping[str, Any], probe: Any = None
+) -> tuple[str, str]:
+    """The switch mode to use, and why. health_check inverts the serving PRIMARY's health check,
+    which only fails traffic over while that region answers healthy: inverting the check of a
+    region that is down makes Route 53 see it healthy and send traffic back to it. So when the
+    PRIMARY serves and does not answer healthy now, the switch edits the records instead."""
+    if requested != "health_check" or view.get("mode") != "failover" or view.get("inverted_checks"):
+        return requested, "as requested"
+    serving = view.get("serving_region")
+    result = (probe or probe_region)(estate, serving)
+    if result["healthy"]:
+        return requested, f"{serving} answers healthy: inverting its check moves traffic"
+    return (
+        "record_swap",
+        f"{serving} is not healthy ({result['status']}): inverting its health check would make Route 53 "
+        "route to it, so the target becomes PRIMARY instead (record_swap)",
+    )
+
+
 def new_failover_id(dag_run_id: str) -> str:
-    clean = re.sub(r"[^A-Za-z0-9_.-]", "_", dag_run_id)
-    return f"failover-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{clean}"[:120]
+    """At most 64 characters (it is the incident id of every notification): time, the start of the
+    run id for people, and a hash of the whole run id so long ids stay unique."""
+    import hashlib
+
+    clean = re.sub(r"[^A-Za-z0-9_.-]", "_", dag_run_id)[:24].rstrip("_.-") or "run"
+    digest = hashlib.sha256(dag_run_id.encode()).hexdigest()[:8]
+    return f"failover-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{clean}-{digest}"
 
 
 def write_failover_record(estate: Estate, record: Mapping[str, Any], *, region: str) -> str:
@@ -166,12 +200,20 @@ def write_failover_record(estate: Estate, record: Mapping[str, Any], *, region: 
     return f"s3://{bucket}/{key}"
 
 
+DECISION_KEY = "decision"
+
+
+def decision_of(context: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The run's authorize decision (who, why, level, failover id), from authorize's XCom."""
+    return context["ti"].xcom_pull(task_ids="authorize", key=DECISION_KEY)
+
+
 def notify_failover(context: Mapping[str, Any], title: str, summary: str) -> dict[str, Any]:
     """Notify the run's incident level about this failover (one incident id for the whole run)."""
     from dr_automation.notifications import notify_incident
 
     params = context["params"]
-    decision = context["ti"].xcom_pull(task_ids="authorize") or {}
+    decision = decision_of(context) or {}
     return notify_incident(
         int(params["incident_level"]),
         title,
@@ -180,3 +222,96 @@ def notify_failover(context: Mapping[str, Any], title: str, summary: str) -> dic
         context=context,
         actor=params["requested_by"],
     )["counts"]
+
+
+# Steps after the switch: a failure in any of them puts DNS (and the target region) back.
+MOVED_STEPS = (
+    "switch_dns",
+    "wait_insync",
+    "dns_answers_target",
+    "scale_target",
+    "migrate_sessions",
+    "update_load_balancers",
+    "verify_traffic",
+)
+FAILED_STATES = frozenset({"failed", "upstream_failed"})
+REFUSAL_STEPS = (
+    ("authorize", "refused"),
+    ("check_target_healthy", "refused_unhealthy_target"),
+    ("preflight", "refused_preflight"),
+)
+
+
+def failover_outcome(
+    states: Mapping[str, str | None], *, dry_run: bool, approval: Mapping[str, Any] | None
+) -> tuple[str, str]:
+    """What happened to a run, from its task states and the approver's answer: (outcome, detail).
+
+    Read from what really happened (task states, the HITL answer), never inferred from a missing
+    value, so a record cannot call a crashed run "not approved".
+    """
+    if states.get("authorize") == "failed":
+        return "refused", "the request was refused at authorize (see that task's log)"
+    if states.get("await_approval") == "failed":
+        return "approval_timed_out", "no approver answered in time; nothing moved"
+    if approval and approval.get("chosen_options") and approval["chosen_options"][0] != "Approve":
+        who = (approval.get("responded_by_user") or {}).get("name", "an approver")
+        return "not_approved", f"rejected by {who}; nothing moved"
+    for task_id, outcome in REFUSAL_STEPS[1:]:
+        if states.get(task_id) == "failed":
+            return outcome, f"{task_id} failed before anything moved"
+    failed = [t for t in MOVED_STEPS if states.get(t) == "failed"]
+    if failed:
+        rolled_back = states.get("rollback_dns") == "success" and states.get("restore_target") == "success"
+        return (
+            "failed_rolled_back" if rolled_back else "failed_rollback_incomplete",
+            f"{failed[0]} failed; rollback {'completed' if rolled_back else 'did NOT complete: act now'}",
+        )
+    if states.get("verify_traffic") == "success":
+        return "success", "traffic verified on the target"
+    if dry_run and states.get("switch_dns") == "success":
+        return "dry_run", "plan reported; nothing changed"
+    return "incomplete", f"unexpected task states: {dict(states)}"
+
+
+def approver_of(approval: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not approval:
+        return None
+    return {
+        "answer": (approval.get("chosen_options") or [None])[0],
+        "by": (approval.get("responded_by_user") or {}).get("name"),
+        "at": str(approval.get("responded_at")),
+    }
+
+
+def record_serving_region(
+    estate: Estate, *, region: str, previous: str | None, failover_id: str
+) -> dict[str, Any]:
+    """Which region serves now, in every reachable region's bucket (the failed one may be gone).
+
+    The target's own bucket must take it; the others are best effort and reported.
+    """
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    state = {
+        "serving_region": region,
+        "previous_region": previous,
+        "since": datetime.now(UTC).isoformat(),
+        "failover_id": failover_id,
+    }
+    written, missed = [], {}
+    for name in [region, *[r for r in estate.regions if r != region]]:
+        bucket = estate.regions[name].backup_bucket
+        try:
+            S3Hook(aws_conn_id=estate.connections["aws"], region_name=name).load_string(
+                json.dumps(state), key=SERVING_STATE_KEY, bucket_name=bucket, replace=True
+            )
+            written.append(f"s3://{bucket}/{SERVING_STATE_KEY}")
+        except Exception as exc:
+            if name == region:
+                raise
+            missed[name] = type(exc).__name__
+    return {**state, "written": written, "missed": missed}
+
+
+SERVING_STATE_KEY = "state/serving-region.json"

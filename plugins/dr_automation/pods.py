@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from dr_automation.estate import Estate
 
-__all__ = ["POD_SIZES", "RUN_AS_ID", "PodSize", "pod_name", "toolbox_pod"]
+__all__ = ["POD_SIZES", "RUN_AS_ID", "PodSize", "pod_name", "toolbox_pod", "toolbox_pod_partial"]
 
 PodSize = Literal["small", "medium", "large"]
 
@@ -126,6 +126,36 @@ def toolbox_pod(
     (``deferrable``, ``on_finish_action``, ``automount_service_account_token=True`` for pods that
     call the Kubernetes API, ...), except those in ``_REFUSED_KWARGS`` which would undo a default.
     """
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    if isinstance(arguments, str) or not isinstance(arguments, list | tuple):
+        raise ValueError(f"toolbox_pod({task_id!r}): arguments must be a list of strings")
+    operator_kwargs = _operator_kwargs(
+        task_id, estate, secret_env=secret_env, env=env, size=size, labels=labels, image=image, **kwargs
+    )
+    return KubernetesPodOperator(task_id=task_id, arguments=list(arguments), **operator_kwargs)
+
+
+def toolbox_pod_partial(task_id: str, *, estate: Estate, **options: Any) -> Any:
+    """``toolbox_pod`` for dynamic task mapping: the same options and house defaults, left open for
+    ``.expand(arguments=[[...], [...]])`` (one pod per mapped instance, e.g. one per backed-up system)."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    return KubernetesPodOperator.partial(task_id=task_id, **_operator_kwargs(task_id, estate, **options))
+
+
+def _operator_kwargs(
+    task_id: str,
+    estate: Estate,
+    *,
+    secret_env: Mapping[str, tuple[str, str]] | None = None,
+    env: Mapping[str, str] | None = None,
+    size: str = "small",
+    labels: Mapping[str, str] | None = None,
+    image: str | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Every KubernetesPodOperator kwarg but task_id and arguments: the house defaults, decided once."""
     refused = sorted(set(kwargs) & set(_REFUSED_KWARGS))
     if refused:
         raise TypeError(
@@ -133,13 +163,10 @@ def toolbox_pod(
         )
     if size not in POD_SIZES:
         raise ValueError(f"toolbox_pod({task_id!r}): size must be one of {sorted(POD_SIZES)}, got {size!r}")
-    if isinstance(arguments, str) or not isinstance(arguments, list | tuple):
-        raise ValueError(f"toolbox_pod({task_id!r}): arguments must be a list of strings")
     env = dict(env or {})
     secret_env = dict(secret_env or {})
     _check_env(env, secret_env)
 
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from airflow.providers.cncf.kubernetes.secret import Secret
     from kubernetes.client import models as k8s
 
@@ -182,12 +209,10 @@ def toolbox_pod(
         k8s.V1VolumeMount(name=TMP_VOLUME, mount_path=TMP_MOUNT),
         *(operator_kwargs.pop("volume_mounts", None) or []),
     ]
-    return KubernetesPodOperator(
-        task_id=task_id,
+    return dict(
         name=pod_name(task_id),
         image=image or k8s_conf["toolbox_image"],
         cmds=["dr-toolbox"],
-        arguments=list(arguments),
         namespace=k8s_conf["pod_namespace"],
         service_account_name=k8s_conf["service_account"],
         kubernetes_conn_id=estate.connections["kubernetes"],

@@ -256,3 +256,37 @@ def plan_switch(
         {},
         f"PRIMARY {state.primary_region} -> {target_region}",
     )
+
+
+def routing_view(estate: Estate, hook: Any) -> dict[str, Any]:
+    """Which region serves now (control plane), and how the zone routes (for the switch mode)."""
+    zone_id = hook.get_hosted_zone_id(estate.route53["hosted_zone"])
+    state = routing_state(estate, hook.list_record_sets(zone_id))
+    inverted: list[str] = []
+    note = ""
+    if state.mode == "manual_override":
+        serving = state.primary_region
+    elif state.mode == "failover":
+        serving = state.primary_region
+        check = hook.find_health_check(health_check_name(estate, state.primary_region)) if serving else None
+        if check and check["HealthCheckConfig"].get("Inverted"):
+            inverted.append(state.primary_region)
+            serving = state.secondary_region
+    else:
+        serving = None
+    if serving is None:
+        serving = estate.primary_region.name
+        note = (
+            f"{estate.route53['record_name']} has {state.mode} routing that names no region of the estate: "
+            f"watching the estate's primary region {serving}"
+        )
+    return {
+        "mode": state.mode,
+        "serving_region": serving,
+        "pair": [state.primary_region, state.secondary_region] if state.mode == "failover" else [],
+        "inverted_checks": inverted,
+        "note": note,
+    }
+
+
+# -- the decision ------------------------------------------------------------------------------

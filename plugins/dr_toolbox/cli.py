@@ -31,6 +31,7 @@ COMMANDS = (
     "checksum",
     "selfcheck",
     "export-k8s-objects",
+    "neo4j-backup",
 )
 
 Handler = Callable[[argparse.Namespace], tuple[dict[str, Any], int]]
@@ -78,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dr-toolbox", description="Disaster-recovery toolbox (runs in Kubernetes pods).")
     parser.add_argument("--version", action="version", version=f"dr-toolbox {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    parser.add_argument(
+        "--result-out",
+        metavar="LOCATION",
+        help="also write the JSON result (success or failure) to this s3://bucket/key or path, so the "
+        "caller can read why a pod failed after the pod is gone",
+    )
+    parser.add_argument("--result-kms-key-id", metavar="ID", help="SSE-KMS key for --result-out")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -137,14 +145,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, metavar="LOCATION")
     p.add_argument("--kms-key-id", metavar="ID")
+    p.add_argument(
+        "--storage-class", choices=STORAGE_CLASSES, metavar="CLASS", help=", ".join(STORAGE_CLASSES)
+    )
     p.set_defaults(handler=_lazy("dr_toolbox.k8s_export", "export_k8s_objects"))
+
+    p = sub.add_parser(
+        "neo4j-backup", help="export a Neo4j database (nodes + relationships, gzip JSON lines)"
+    )
+    p.add_argument(
+        "--uri", required=True, metavar="URL", help="the cluster's HTTP API, e.g. http://host:7474"
+    )
+    p.add_argument("--database", default="neo4j", metavar="NAME")
+    p.add_argument("--user", default="neo4j", metavar="NAME")
+    p.add_argument(
+        "--password-env",
+        required=True,
+        metavar="VAR",
+        help="NAME of the environment variable holding the password (never the password itself)",
+    )
+    p.add_argument("--out", required=True, metavar="LOCATION")
+    p.add_argument("--kms-key-id", metavar="ID")
+    p.add_argument(
+        "--storage-class", choices=STORAGE_CLASSES, metavar="CLASS", help=", ".join(STORAGE_CLASSES)
+    )
+    p.set_defaults(handler=_lazy("dr_toolbox.neo4j", "neo4j_backup"))
     return parser
 
 
-def _emit(result: dict[str, Any]) -> None:
+def _emit(result: dict[str, Any], args: argparse.Namespace | None = None) -> None:
     sys.stdout.flush()
     sys.stdout.write(json.dumps(redact_obj(result), sort_keys=True, default=str) + "\n")
     sys.stdout.flush()
+    location = getattr(args, "result_out", None)
+    if location:
+        _record(result, location, getattr(args, "result_kms_key_id", None))
+
+
+def _record(result: dict[str, Any], location: str, kms_key_id: str | None) -> None:
+    """The result line, kept where the caller can read it; a failure here never changes the exit code."""
+    from dr_toolbox.storage import encryption_args, parse_location, put_json
+
+    try:
+        put_json(
+            redact_obj(result),
+            parse_location(location, "--result-out"),
+            encryption=encryption_args(kms_key_id),
+        )
+    except Exception as exc:
+        log.warning("could not write the result to %s: %s", location, redact(str(exc)))
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -181,24 +230,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         message = redact(str(exc))
         log.error("%s", message)
-        _emit({"ok": False, "command": command, "exit_code": 2, "error": message})
+        _emit({"ok": False, "command": command, "exit_code": 2, "error": message}, args)
         return 2
     except ToolboxError as exc:
         message = redact(str(exc))
         log.error("%s failed: %s", command, message)
-        _emit({"ok": False, "command": command, "exit_code": exc.exit_code, "error": message})
+        _emit({"ok": False, "command": command, "exit_code": exc.exit_code, "error": message}, args)
         return exc.exit_code
     except KeyboardInterrupt:
-        _emit({"ok": False, "command": command, "exit_code": 130, "error": "interrupted"})
+        _emit({"ok": False, "command": command, "exit_code": 130, "error": "interrupted"}, args)
         return 130
     except Exception as exc:
         message = redact(f"internal error: {type(exc).__name__}: {exc}")
         log.error("%s\n%s", message, redact(traceback.format_exc()))
-        _emit({"ok": False, "command": command, "exit_code": 1, "error": message})
+        _emit({"ok": False, "command": command, "exit_code": 1, "error": message}, args)
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
-    _emit({"ok": code == 0, "command": command, "exit_code": code, **result})
+    _emit({"ok": code == 0, "command": command, "exit_code": code, **result}, args)
     return code
 
 

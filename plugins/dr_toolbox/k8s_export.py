@@ -10,14 +10,11 @@ from __future__ import annotations
 import argparse
 import copy
 import gzip
-import hashlib
 import json
 import logging
 import os
 import re
-import shutil
 import ssl
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -27,7 +24,7 @@ from typing import Any
 
 from dr_toolbox.errors import ToolboxError, UsageError
 from dr_toolbox.redact import register_secret
-from dr_toolbox.storage import describe_encryption, encryption_args, parse_location, upload_file
+from dr_toolbox.storage import describe_encryption, encryption_args, parse_location, upload_bytes
 
 log = logging.getLogger("dr_toolbox")
 
@@ -271,25 +268,14 @@ def export_k8s_objects(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "items": items,
     }
     payload = gzip.compress(json.dumps(doc, sort_keys=True).encode(), mtime=0)
-    sha = hashlib.sha256(payload).hexdigest()
-    workdir = tempfile.mkdtemp(prefix="dr-k8s-")
-    try:
-        path = os.path.join(workdir, "export.json.gz")
-        with open(path, "wb") as fh:
-            fh.write(payload)
-        upload_file(
-            path,
-            out,
-            encryption=enc,
-            metadata={
-                "sha256": sha,
-                "objects": str(len(items)),
-                "contains-secrets": str(has_secrets).lower(),
-            },
-            content_type="application/gzip",
-        )
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    sha = upload_bytes(
+        payload,
+        out,
+        encryption=enc,
+        storage_class=getattr(args, "storage_class", None),
+        metadata={"objects": str(len(items)), "contains-secrets": str(has_secrets).lower()},
+        content_type="application/gzip",
+    )
     log.info("wrote %d objects (%d bytes) to %s", len(items), len(payload), out)
     return {
         "location": out.raw,

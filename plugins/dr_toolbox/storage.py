@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -167,6 +168,21 @@ def upload_file(
             f"{encryption['ServerSideEncryption']!r}"
         )
     return head
+
+
+def upload_bytes(payload: bytes, loc: Location, **kwargs: Any) -> str:
+    """upload_file() for an in-memory payload, with its SHA-256 in the object's metadata; returns it."""
+    sha = hashlib.sha256(payload).hexdigest()
+    metadata = {"sha256": sha, **(kwargs.pop("metadata", None) or {})}
+    workdir = tempfile.mkdtemp(prefix="dr-upload-")
+    try:
+        path = os.path.join(workdir, "payload")
+        with open(path, "wb") as fh:
+            fh.write(payload)
+        upload_file(path, loc, metadata=metadata, **kwargs)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return sha
 
 
 def put_json(doc: Any, loc: Location, *, encryption: dict[str, str]) -> None:

@@ -13,13 +13,15 @@ from dr_sandbox.sandbox import down, up
 
 
 @contextmanager
-def running_sandbox(tmp_path_factory: Any, name: str, dag_ids: Sequence[str] = ()) -> Iterator[tuple]:
+def running_sandbox(
+    tmp_path_factory: Any, name: str, dag_ids: Sequence[str] = (), estate_overrides: dict | None = None
+) -> Iterator[tuple]:
     """(layout, endpoints, creds, client) with `dag_ids` parsed and unpaused; `down` afterwards."""
     from dr_automation.estate import DEFAULT_ESTATE_PATH, load_estate
 
     regions = list(load_estate(DEFAULT_ESTATE_PATH).regions)
     layout = SandboxLayout.for_tests(tmp_path_factory.mktemp(name), regions)
-    endpoints = up(layout)
+    endpoints = up(layout, estate_overrides=estate_overrides)
     client = None
     try:
         creds = json.loads(layout.credentials_file.read_text())

@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 import time
 
-import boto3
 import httpx
 import pytest
 
 from dr_sandbox.airflow_client import AirflowAPIError
-from dr_sandbox.sandbox import resolve
 from dr_sandbox.webhook_sink import fetch_messages
 from tests.e2e.conftest import running_sandbox
+from tests.e2e.failover_helpers import address, answer, aws_client, regions_state, xcom
+from tests.e2e.failover_helpers import run as run_dag
 
 pytestmark = pytest.mark.e2e
 
@@ -62,38 +62,17 @@ def sandbox(tmp_path_factory):
         yield layout, endpoints, creds, client
 
 
-def _run(client, dag_id, conf, run_id, timeout=300):
-    client.trigger(dag_id, conf, run_id=run_id)
-    run = client.wait_for_run(dag_id, run_id, timeout=timeout)
-    tis = {ti["task_id"]: ti for ti in client.task_instances(dag_id, run_id)}
-    return run, tis
-
-
-def _answer(layout, endpoints):
-    return resolve(layout, endpoints["record_name"])
-
-
-def _address(endpoints, region):
-    return endpoints["regions"][region]["address"]
-
-
-def _xcom(client, dag_id, run_id, task_id):
-    return client.request(
-        "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
-    )["value"]
-
-
 def test_dns_failover_setup_reconciles_and_a_second_run_changes_nothing(sandbox):
     layout, endpoints, _, client = sandbox
-    run, tis = _run(client, "dns_failover_setup", {}, "setup_1")
+    run, tis = run_dag(client, "dns_failover_setup", {}, "setup_1")
     assert run["state"] == "success", {t: v["state"] for t, v in tis.items()}
-    run, tis = _run(client, "dns_failover_setup", {}, "setup_2")
+    run, tis = run_dag(client, "dns_failover_setup", {}, "setup_2")
     assert run["state"] == "success"
-    checks = _xcom(client, "dns_failover_setup", "setup_2", "ensure_health_checks")
-    routing = _xcom(client, "dns_failover_setup", "setup_2", "ensure_failover_routing")
+    checks = xcom(client, "dns_failover_setup", "setup_2", "ensure_health_checks")
+    routing = xcom(client, "dns_failover_setup", "setup_2", "ensure_failover_routing")
     assert not any(v["changed"] for v in checks.values())
     assert routing["change_id"] is None and routing["applied"] == []
-    assert _answer(layout, endpoints) == [_address(endpoints, "us-east-1")]
+    assert answer(layout, endpoints) == [address(endpoints, "us-east-1")]
 
 
 def test_malformed_confs_are_refused_with_400_and_change_nothing(sandbox):
@@ -106,65 +85,76 @@ def test_malformed_confs_are_refused_with_400_and_change_nothing(sandbox):
         refused.append(exc.value.status_code)
     assert refused == [400] * len(MALFORMED)
     assert client.request("GET", "/dags/regional_failover/dagRuns")["total_entries"] == before
-    assert _answer(layout, endpoints) == [_address(endpoints, "us-east-1")]
+    assert answer(layout, endpoints) == [address(endpoints, "us-east-1")]
 
 
 def test_an_unknown_requester_or_extra_key_fails_before_anything_moves(sandbox):
     layout, endpoints, _, client = sandbox
-    run, tis = _run(client, "regional_failover", {**GOOD, "requested_by": "intern"}, "unauthorized")
+    run, tis = run_dag(client, "regional_failover", {**GOOD, "requested_by": "intern"}, "unauthorized")
     assert run["state"] == "failed"
     assert tis["authorize"]["state"] == "failed"
     assert tis["switch_dns"]["state"] == "upstream_failed"
-    run, tis = _run(client, "regional_failover", {**GOOD, "force": True}, "extra_key")
+    run, tis = run_dag(client, "regional_failover", {**GOOD, "force": True}, "extra_key")
     assert run["state"] == "failed" and tis["authorize"]["state"] == "failed"
-    assert _answer(layout, endpoints) == [_address(endpoints, "us-east-1")]
+    assert answer(layout, endpoints) == [address(endpoints, "us-east-1")]
 
 
 def test_dry_run_reports_the_plan_and_changes_nothing(sandbox):
-    layout, endpoints, _, client = sandbox
-    run, tis = _run(client, "regional_failover", {**GOOD, "dry_run": True}, "dry")
+    layout, endpoints, creds, client = sandbox
+    run, tis = run_dag(client, "regional_failover", {**GOOD, "dry_run": True}, "dry")
     assert run["state"] == "success", {t: v["state"] for t, v in tis.items()}
-    plan = _xcom(client, "regional_failover", "dry", "switch_dns")
+    plan = xcom(client, "regional_failover", "dry", "switch_dns")
     assert plan["change"] is None and plan["previous_flags"] == {} and not plan["plan"]["noop"]
     assert tis["wait_insync"]["state"] == "skipped"
-    assert _xcom(client, "regional_failover", "dry", "record_failover")["outcome"] == "dry_run"
-    assert _answer(layout, endpoints) == [_address(endpoints, "us-east-1")]
+    assert xcom(client, "regional_failover", "dry", "record_failover")["outcome"] == "dry_run"
+    assert xcom(client, "regional_failover", "dry", "scale_target")["planned"] is True
+    assert regions_state(layout, creds, endpoints)["us-west-2"] == {
+        "capacity": {"MinSize": 2, "MaxSize": 12, "DesiredCapacity": 2},
+        "writes": "fixed-response",
+    }
+    assert answer(layout, endpoints) == [address(endpoints, "us-east-1")]
 
 
 def test_failover_moves_dns_to_the_target_and_http_reaches_it(sandbox):
     layout, endpoints, creds, client = sandbox
     t0 = time.monotonic()
-    run, tis = _run(client, "regional_failover", GOOD, "failover_1")
+    run, tis = run_dag(client, "regional_failover", GOOD, "failover_1")
     assert run["state"] == "success", {t: v["state"] for t, v in tis.items()}
-    target = _address(endpoints, "us-west-2")
-    assert _answer(layout, endpoints) == [target]
+    target = address(endpoints, "us-west-2")
+    assert answer(layout, endpoints) == [target]
     assert httpx.get(f"http://{target}:{layout.app_port}/api/whoami").json()["region"] == "us-west-2"
-    recorded = _xcom(client, "regional_failover", "failover_1", "record_failover")
+    recorded = xcom(client, "regional_failover", "failover_1", "record_failover")
     assert recorded["outcome"] == "success"
     bucket, key = recorded["location"].removeprefix("s3://").split("/", 1)
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=layout.aws_url,
-        region_name="us-west-2",
-        aws_access_key_id=creds["aws_access_key_id"],
-        aws_secret_access_key=creds["aws_secret_access_key"],
-    )
+    s3 = aws_client(layout, creds, "s3", "us-west-2")
     record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     assert record["requested_by"] == "sre-oncall" and record["steps"]["switch_dns"]["previous_flags"]
+    assert record["outcome"] == "success" and record["approval"] is None
+    assert record["task_states"]["verify_traffic"] == "success"
+    # the target region now serves: scaled to serving size, writes open there and closed on the old one
+    regions = regions_state(layout, creds, endpoints)
+    assert regions["us-west-2"]["capacity"]["DesiredCapacity"] == 6, regions
+    assert (regions["us-west-2"]["writes"], regions["us-east-1"]["writes"]) == ("forward", "fixed-response")
+    sessions = record["steps"]["migrate_sessions"]
+    seeded = endpoints["sessions"]["seeded"]["us-east-1"]
+    assert sessions["status"] == "migrated" and sessions["migrated"] == seeded == sessions["target_sessions"]
+    serving = json.loads(s3.get_object(Bucket=bucket, Key="state/serving-region.json")["Body"].read())
+    assert serving["serving_region"] == "us-west-2" and serving["previous_region"] == "us-east-1"
+    assert serving["failover_id"] == record["failover_id"]
     assert time.monotonic() - t0 < 300
 
 
 def test_failover_to_the_region_already_serving_is_a_successful_noop(sandbox):
     layout, endpoints, _, client = sandbox
-    run, _ = _run(client, "regional_failover", GOOD, "failover_again")
+    run, _ = run_dag(client, "regional_failover", GOOD, "failover_again")
     assert run["state"] == "success"
-    assert _xcom(client, "regional_failover", "failover_again", "switch_dns")["plan"]["noop"] is True
-    assert _answer(layout, endpoints) == [_address(endpoints, "us-west-2")]
+    assert xcom(client, "regional_failover", "failover_again", "switch_dns")["plan"]["noop"] is True
+    assert answer(layout, endpoints) == [address(endpoints, "us-west-2")]
 
 
 def test_a_fault_in_the_dns_switch_leaves_dns_as_before_and_notifies_failure(sandbox):
     layout, endpoints, _, client = sandbox
-    before = _answer(layout, endpoints)
+    before = answer(layout, endpoints)
     httpx.post(
         f"{layout.aws_url}/_sandbox/faults",
         json={"service": "route53", "action": "ChangeResourceRecordSets", "mode": "error", "count": 20},
@@ -175,13 +165,13 @@ def test_a_fault_in_the_dns_switch_leaves_dns_as_before_and_notifies_failure(san
         "mode": "record_swap",
         "reason": "drill: fault in the DNS switch",
     }
-    run, tis = _run(client, "regional_failover", conf, "faulted")
+    run, tis = run_dag(client, "regional_failover", conf, "faulted")
     httpx.delete(f"{layout.aws_url}/_sandbox/faults")
     assert run["state"] == "failed"
     assert tis["switch_dns"]["state"] == "failed"
     assert tis["rollback_dns"]["state"] == "success"
     time.sleep(3)  # > interval x threshold of the DNS stand-in: a moved record would show by now
-    assert _answer(layout, endpoints) == before
+    assert answer(layout, endpoints) == before
     chat = fetch_messages(endpoints["webhook_sink"]["url"], "/chat")
     assert tis["notify_failure"]["state"] == "success", {t: v["state"] for t, v in tis.items()}
     assert any("FAILED" in json.dumps(m) for m in chat), chat[-3:]

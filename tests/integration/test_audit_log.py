@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import threading
 from collections.abc import Iterator
@@ -13,25 +12,15 @@ import psycopg2
 import pytest
 
 from dr_automation.audit import TABLE, AuditError, AuditInputError, AuditLog
+from tests.integration.scratch import dsn_for, scratch_database
 
 pytestmark = pytest.mark.integration
-
-ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
 
 @pytest.fixture(scope="module")
 def dsn() -> Iterator[str]:
-    name = f"dr_test_audit_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = psycopg2.connect(ADMIN_DSN)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"host=127.0.0.1 port=5432 user=postgres dbname={name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with scratch_database("dr_test_audit") as name:
+        yield dsn_for(name)
 
 
 def test_record_and_filter_events(dsn: str) -> None:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import psycopg2
 import pytest
 
 from dr_automation.audit import AuditLog
@@ -26,10 +25,10 @@ from dr_automation.estate import Estate, load_estate
 from dr_sandbox.aws_emulator import EmulatorHandle, clear_faults, inject_fault, start_emulator
 from dr_sandbox.aws_seed import seed_aws
 from dr_sandbox.webhook_sink import WebhookSinkHandle, start_webhook_sink
+from tests.integration.scratch import scratch_database
 
 pytestmark = pytest.mark.integration
 
-ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 REGION_ADDRESSES = {"us-east-1": ("127.0.0.41", 18081), "us-west-2": ("127.0.0.42", 18082)}
 LEVEL3 = {
     ("CEO", "phone"),
@@ -98,17 +97,8 @@ def sink() -> Iterator[WebhookSinkHandle]:
 
 @pytest.fixture(scope="module")
 def audit_db() -> Iterator[str]:
-    name = f"dr_test_incident_audit_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = psycopg2.connect(ADMIN_DSN)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with scratch_database("dr_test_incident_audit") as name:
         yield name
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @pytest.fixture(scope="module")

@@ -30,3 +30,16 @@ def load_doc(tmp_path: Path, doc: Doc) -> Estate:
     path = tmp_path / "estate.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return load_estate(path)
+
+
+@pytest.fixture
+def mocked_aws(monkeypatch: pytest.MonkeyPatch):
+    """moto in-process, with throwaway credentials (never a real account, never the sandbox's server)."""
+    from moto import mock_aws
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # mock_aws, not a server
+    with mock_aws():
+        yield

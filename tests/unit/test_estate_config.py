@@ -492,6 +492,24 @@ BAD_DOCS = [
         id="shared-backup-bucket",
     ),
     pytest.param(
+        _set("regions", "us-west-2", "capacity", "serving_desired", value=2),
+        "regions.us-west-2.capacity.serving_desired",
+        "2 is below serving_min 6",
+        id="serving-capacity-below-min",
+    ),
+    pytest.param(
+        _delete("regions", "eu-west-1", "load_balancer"),
+        "regions.eu-west-1.load_balancer",
+        "is required",
+        id="region-without-load-balancer",
+    ),
+    pytest.param(
+        _set("sessions", "key_prefix", value="session:*"),
+        "sessions.key_prefix",
+        "without glob characters",
+        id="session-prefix-with-glob",
+    ),
+    pytest.param(
         _set("archive", "buckets", "ap-south-1", value="leanvibe-archive-ap-south-1"),
         "archive.buckets.ap-south-1",
         "region 'ap-south-1' is not defined in regions (defined: us-east-1, us-west-2, eu-west-1)",

@@ -290,23 +290,50 @@ def kpo_tasks(dag_folder: Path) -> tuple[dict[str, str], list[Any]]:
     return bag.import_errors, tasks
 
 
+def render_mapped_manifests(task: Any) -> list[dict[str, Any]] | None:
+    """Every pod of a mapped KubernetesPodOperator whose expand() values are known at parse time
+    (literal lists, e.g. one pod per system of the estate); None when they come from an XCom."""
+    from airflow.sdk.definitions.xcom_arg import XComArg
+    from kubernetes.client import ApiClient
+
+    values = getattr(task.expand_input, "value", None)
+    if not isinstance(values, dict) or any(isinstance(v, XComArg) for v in values.values()):
+        return None
+    lengths = {len(v) for v in values.values()}
+    manifests = []
+    for index in range(min(lengths) if lengths else 0):
+        context = render_context(task)
+        context["ti"].map_index = index
+        task.render_template_fields(context)  # puts the unmapped, rendered operator in context["task"]
+        pod = context["task"].build_pod_request_obj(context, dry_run=True)
+        manifests.append(ApiClient().sanitize_for_serialization(pod))
+    return manifests
+
+
 def audit_pods(tasks: list[Any]) -> dict[str, list[str]]:
-    """Problems per '<dag_id>.<task_id>'; mapped pods cannot be rendered without a run and are flagged."""
+    """Problems per '<dag_id>.<task_id>' (mapped pods: every instance, suffixed [i]); mapped pods
+    whose arguments come from an XCom cannot be rendered without a run and are flagged."""
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
     report: dict[str, list[str]] = {}
     for task in tasks:
         key = f"{task.dag_id}.{task.task_id}"
-        if not isinstance(task, KubernetesPodOperator):
-            report[key] = [
-                "mapped KubernetesPodOperator: not rendered by this audit, build it with toolbox_pod()"
-            ]
-            continue
-        manifest = render_manifest(task)
-        problems = pod_problems(manifest)
-        if manifest["metadata"]["labels"].get("app.kubernetes.io/managed-by") != "dr-automation":
-            problems.append("not built by dr_automation.pods.toolbox_pod (house defaults missing)")
-        report[key] = problems
+        if isinstance(task, KubernetesPodOperator):
+            manifests = {key: render_manifest(task)}
+        else:
+            rendered = render_mapped_manifests(task)
+            if rendered is None:
+                report[key] = [
+                    "mapped KubernetesPodOperator expanded from an XCom: not rendered by this audit; "
+                    "expand it over literal lists built with toolbox_pod_partial()"
+                ]
+                continue
+            manifests = {f"{key}[{i}]": m for i, m in enumerate(rendered)}
+        for name, manifest in manifests.items():
+            problems = pod_problems(manifest)
+            if manifest["metadata"]["labels"].get("app.kubernetes.io/managed-by") != "dr-automation":
+                problems.append("not built by dr_automation.pods.toolbox_pod (house defaults missing)")
+            report[name] = problems
     return report
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from moto import mock_aws
 
 from dr_automation.estate import load_estate
 from dr_automation.hooks.route53 import Route53Hook, record_key
@@ -30,15 +29,10 @@ def estate():
 
 
 @pytest.fixture
-def aws(monkeypatch, estate):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # mock_aws, not a server
-    with mock_aws():
-        hook = Route53Hook(aws_conn_id=None)
-        hook.conn.create_hosted_zone(Name=estate.route53["hosted_zone"], CallerReference="z")
-        yield hook
+def aws(mocked_aws, estate):
+    hook = Route53Hook(aws_conn_id=None)
+    hook.conn.create_hosted_zone(Name=estate.route53["hosted_zone"], CallerReference="z")
+    return hook
 
 
 def _run(op):
@@ -140,6 +134,35 @@ def test_record_swap_and_manual_override_roll_back_to_exactly_the_previous_recor
     assert state.plain_record["TTL"] == 30
     _run(Route53RollbackOperator(task_id="rb", switch_result=manual, aws_conn_id=None))
     assert _records(aws, estate) == before
+
+
+class _TIWithXCom(_TI):
+    def __init__(self, value: object) -> None:
+        super().__init__()
+        self.value = value
+
+    def xcom_pull(self, task_ids: str) -> object:
+        assert task_ids == "switch_dns"
+        return self.value
+
+
+def test_rollback_reads_the_switch_result_from_xcom_and_refuses_a_string(aws, estate):
+    _setup(aws)
+    before = _records(aws, estate)
+    swap, _ = _run(
+        Route53SwitchTrafficOperator(
+            task_id="s", target_region="eu-west-1", mode="record_swap", aws_conn_id=None
+        )
+    )
+    rollback = Route53RollbackOperator(task_id="rb", switch_task_id="switch_dns", aws_conn_id=None)
+    with pytest.raises(TypeError, match="switch_result: expected the switch task's result dict, got str"):
+        rollback.execute({"ti": _TIWithXCom(str(swap))})  # what a Jinja-rendered XCom would give
+    assert _state(aws, estate).primary_region == "eu-west-1"  # nothing was touched
+    assert rollback.execute({"ti": _TIWithXCom(None)}) == {"records": None, "flags": {}}
+    rollback.execute({"ti": _TIWithXCom(swap)})
+    assert _records(aws, estate) == before
+    with pytest.raises(ValueError, match="give exactly one"):
+        Route53RollbackOperator(task_id="rb2", aws_conn_id=None)
 
 
 def test_dry_run_changes_nothing_and_reports_the_plan(aws, estate):

@@ -40,6 +40,9 @@ class Region:
     backup_bucket: str
     kms_key_alias: str
     eks_cluster: str
+    capacity: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    load_balancer: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    sessions_connection: str = ""
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,9 @@ def build_estate(path: str, data: dict[str, Any]) -> Estate:
             backup_bucket=spec["backup_bucket"],
             kms_key_alias=spec["kms_key_alias"],
             eks_cluster=spec["eks_cluster"],
+            capacity=spec["capacity"],
+            load_balancer=spec["load_balancer"],
+            sessions_connection=spec["sessions_connection"],
         )
         for name, spec in data["regions"].items()
     }

@@ -402,6 +402,13 @@ def _check_regions(doc: Mapping[str, Any]) -> None:
                 "(S3 bucket names are global: one bucket cannot live in two regions)",
             )
         buckets[bucket] = name
+    for name, spec in doc["regions"].items():
+        capacity = spec["capacity"]
+        if capacity["serving_desired"] < capacity["serving_min"]:
+            raise _Problem(
+                ("regions", name, "capacity", "serving_desired"),
+                f"{capacity['serving_desired']} is below serving_min {capacity['serving_min']}",
+            )
 
 
 def _check_archive(doc: Mapping[str, Any]) -> None:
@@ -495,6 +502,7 @@ def _check_tiers(doc: Mapping[str, Any]) -> None:
                 (*base, "object_lock"),
                 "needs archive buckets, but the config has no archive.buckets section",
             )
+        _check_tier_retention(doc, base, tier)
         names: dict[str, int] = {}
         for index, system in enumerate(tier["systems"]):
             spath = (*base, "systems", index)
@@ -506,6 +514,38 @@ def _check_tiers(doc: Mapping[str, Any]) -> None:
                 )
             names[name] = index
             _check_system(doc, spath, system, known_kinds)
+
+
+# S3's minimum storage duration per class: an object deleted earlier is billed for it anyway.
+_MIN_STORAGE_DAYS = {
+    "STANDARD_IA": 30,
+    "ONEZONE_IA": 30,
+    "GLACIER_IR": 90,
+    "GLACIER": 90,
+    "DEEP_ARCHIVE": 180,
+}
+
+
+def _check_tier_retention(
+    doc: Mapping[str, Any], base: tuple[PathPart, ...], tier: Mapping[str, Any]
+) -> None:
+    days = tier["retention_days"]
+    minimum = _MIN_STORAGE_DAYS.get(tier["storage_class"], 0)
+    if days < minimum:
+        raise _Problem(
+            (*base, "retention_days"),
+            f"{days} days is below the {minimum}-day minimum storage duration of storage_class "
+            f"{tier['storage_class']} (deleting earlier is billed as if kept {minimum} days)",
+        )
+    archive = doc.get("archive") or {}
+    if tier.get("object_lock") and archive.get("object_lock_years"):
+        locked_days = archive["object_lock_years"] * 365
+        if days < locked_days:
+            raise _Problem(
+                (*base, "retention_days"),
+                f"{days} days is shorter than the archive's Object Lock of {archive['object_lock_years']} "
+                f"years ({locked_days} days): expiry would be refused while the objects are locked",
+            )
 
 
 def _check_system(

@@ -201,20 +201,44 @@ def rollback_switch(hook: Route53Hook, switch_result: dict[str, Any]) -> dict[st
 
 
 class Route53RollbackOperator(AwsBaseOperator[Route53Hook]):
-    """Put DNS back exactly as it was before a switch (from the switch task's returned result)."""
+    """Put DNS back exactly as it was before a switch.
+
+    The switch's result comes either as a dict (``switch_result``) or from the switch task's XCom
+    (``switch_task_id``), pulled as an object: a Jinja-rendered XCom would be a string, and a
+    rollback that cannot read what to restore must fail loudly, never report "nothing to do".
+    """
 
     aws_hook_class = Route53Hook
-    template_fields: Sequence[str] = aws_template_fields("switch_result")
+    template_fields: Sequence[str] = aws_template_fields()
 
-    def __init__(self, *, switch_result: dict[str, Any] | str | None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        switch_result: dict[str, Any] | None = None,
+        switch_task_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("region_name", ROUTE53_REGION)
         super().__init__(**kwargs)
+        if (switch_result is None) == (switch_task_id is None):
+            raise ValueError("switch_result / switch_task_id: give exactly one")
         self.switch_result = switch_result
+        self.switch_task_id = switch_task_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        if not self.switch_result or not isinstance(self.switch_result, dict):
-            self.log.info("Nothing to roll back (no switch result)")
+        result = self.switch_result
+        if self.switch_task_id:
+            result = context["ti"].xcom_pull(task_ids=self.switch_task_id)
+        if result is None:
+            self.log.info(
+                "Nothing to roll back: %s returned no result (it changed nothing)", self.switch_task_id
+            )
             return {"records": None, "flags": {}}
+        if not isinstance(result, dict) or "zone_id" not in result:
+            raise TypeError(
+                f"switch_result: expected the switch task's result dict, got {type(result).__name__}"
+            )
+        self.switch_result = result
         restored = rollback_switch(self.hook, self.switch_result)
         from dr_automation.estate import load_estate
 
