@@ -148,6 +148,9 @@ def airflow_env(
             "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
             "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "3",  # approval timeouts seen within seconds
             "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
+            # An idle scheduler loop sleeps this long before it sees a finished task and queues the
+            # next one (default 1 s): between each pair of failover steps, during an outage.
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), str(REPO_ROOT / "include")]),
         }

@@ -510,6 +510,13 @@ def start_regional_app(
     return handle
 
 
+def set_app_mode(url: str, mode: str, **kwargs: float) -> None:
+    """Switch the regional app serving at `url` (its base URL) into `mode`, from another process."""
+    import httpx
+
+    httpx.post(f"{url}/_control", json={"mode": mode, **kwargs}, timeout=5).raise_for_status()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m dr_sandbox.regional_app", description=__doc__.split("\n")[0]

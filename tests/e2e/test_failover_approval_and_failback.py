@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import time
 
-import httpx
 import psycopg2
 import pytest
 
+from dr_sandbox.regional_app import set_app_mode
 from dr_sandbox.webhook_sink import fetch_messages
 from tests.e2e.conftest import running_sandbox
 from tests.e2e.failover_helpers import (
@@ -203,11 +203,11 @@ def test_failback_is_refused_while_the_primary_is_down_and_nothing_moves(sandbox
     _, endpoints, _, client = sandbox
     before, runs_before = control_plane(route53, endpoints), _failover_runs(client)
     app = endpoints["regions"]["us-east-1"]["url"]
-    httpx.post(f"{app}/_control", json={"mode": "down"}).raise_for_status()
+    set_app_mode(app, "down")
     try:
         run, tis = _run(client, FAILBACK, FAILBACK_CONF, "failback_down")
     finally:
-        httpx.post(f"{app}/_control", json={"mode": "healthy"}).raise_for_status()
+        set_app_mode(app, "healthy")
     assert run["state"] == "failed", states(tis)
     assert tis["primary_stably_healthy"]["state"] == "failed"
     for task_id in ("prepare_failover", "trigger_failover", "restore_steady_state", "dns_answers_primary"):

@@ -18,6 +18,7 @@ import httpx
 import pytest
 import redis
 
+from dr_sandbox.regional_app import set_app_mode
 from dr_sandbox.webhook_sink import fetch_messages
 from tests.e2e.conftest import running_sandbox
 from tests.e2e.failover_helpers import (
@@ -68,7 +69,7 @@ def _aws_fault(layout, service: str, action: str) -> Callable[[], contextlib.Abs
 
 
 def _app_mode(layout, region: str, mode: str) -> None:
-    httpx.post(f"{layout.app_url(region)}/_control", json={"mode": mode}).raise_for_status()
+    set_app_mode(layout.app_url(region), mode)
 
 
 @contextlib.contextmanager

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import time
 
-import httpx
 import psycopg2
 import pytest
 
 from dr_sandbox.load import traffic
+from dr_sandbox.regional_app import set_app_mode
 from dr_sandbox.webhook_sink import fetch_messages
 from tests.e2e.conftest import running_sandbox
 from tests.e2e.failover_helpers import FAILBACK, FAILOVER, address, answer, failed_logs, run, states, xcom
@@ -45,8 +45,7 @@ def sandbox(tmp_path_factory):
 
 
 def _mode(endpoints, region: str, mode: str, **extra: float) -> None:
-    url = endpoints["regions"][region]["url"]
-    httpx.post(f"{url}/_control", json={"mode": mode, **extra}).raise_for_status()
+    set_app_mode(endpoints["regions"][region]["url"], mode, **extra)
 
 
 def _primary_counts(creds) -> list[tuple[str, int, int]]:

@@ -112,24 +112,14 @@ async def check_api(client: Any, url: str, *, max_seconds: float) -> CheckResult
     started = time.monotonic()
     try:
         response = await client.get(url, timeout=timeout)
-    except httpx.TimeoutException:
-        elapsed = time.monotonic() - started
-        return CheckResult(
-            API,
-            FAILED,
-            {"status_code": None, "latency_seconds": round(elapsed, 3)},
-            threshold,
-            f"no answer from {url} within {timeout:.1f}s",
-        )
     except (httpx.HTTPError, OSError) as exc:
-        elapsed = time.monotonic() - started
-        return CheckResult(
-            API,
-            FAILED,
-            {"status_code": None, "latency_seconds": round(elapsed, 3)},
-            threshold,
-            f"{url}: {_error_text(exc)}",
+        no_answer = {"status_code": None, "latency_seconds": round(time.monotonic() - started, 3)}
+        reason = (
+            f"no answer from {url} within {timeout:.1f}s"
+            if isinstance(exc, httpx.TimeoutException)
+            else f"{url}: {_error_text(exc)}"
         )
+        return CheckResult(API, FAILED, no_answer, threshold, reason)
     latency = time.monotonic() - started
     value = {"status_code": response.status_code, "latency_seconds": round(latency, 3)}
     if response.status_code != 200:
