@@ -2,6 +2,10 @@
 
 LocalExecutor with SQLite metadata under the sandbox's state dir by default; PostgreSQL metadata by
 one environment variable (DR_SANDBOX_METADATA=postgres), in a database the sandbox creates and drops.
+DR_SANDBOX_EXECUTOR=celery runs the CeleryExecutor instead, as a distributed deployment does:
+PostgreSQL metadata and result backend, the machine's Redis (or RabbitMQ, DR_SANDBOX_CELERY_BROKER)
+as broker, and DR_SANDBOX_CELERY_WORKERS (2) workers on loopback. The sandbox's tasks go to a queue
+named after it, its Redis keys carry its prefix (deleted by `down`), so sandboxes never share work.
 Connections, pools and variables come from airflow_settings.yaml with the sandbox's values filled in.
 """
 
@@ -24,8 +28,40 @@ from dr_sandbox.layout import REPO_ROOT, SandboxLayout
 from dr_sandbox.processes import spawn
 
 SETTINGS_FILE = REPO_ROOT / "airflow_settings.yaml"
-COMPONENTS = ("dag-processor", "scheduler", "triggerer", "api-server")
 METADATA_ENV = "DR_SANDBOX_METADATA"
+EXECUTOR_ENV = "DR_SANDBOX_EXECUTOR"  # local (default) | celery
+CELERY_WORKERS_ENV = "DR_SANDBOX_CELERY_WORKERS"
+CELERY_BROKER_ENV = "DR_SANDBOX_CELERY_BROKER"  # redis (default) | rabbitmq | a broker URL
+BROKERS = {"redis": "redis://127.0.0.1:6379/0", "rabbitmq": "amqp://guest:guest@127.0.0.1:5672//"}
+
+
+def executor() -> str:
+    """The sandbox's executor, from DR_SANDBOX_EXECUTOR; anything unknown is refused by name."""
+    value = os.environ.get(EXECUTOR_ENV, "local").strip().lower() or "local"
+    if value not in ("local", "celery"):
+        raise ValueError(f"{EXECUTOR_ENV}: unknown executor {value!r} (expected local or celery)")
+    return value
+
+
+def celery_workers() -> int:
+    raw = os.environ.get(CELERY_WORKERS_ENV, "2")
+    if not raw.isdigit() or not 1 <= int(raw) <= 8:
+        raise ValueError(f"{CELERY_WORKERS_ENV}: {raw!r} is not a worker count from 1 to 8")
+    return int(raw)
+
+
+def celery_broker_url() -> str:
+    raw = os.environ.get(CELERY_BROKER_ENV, "redis")
+    url = BROKERS.get(raw, raw)
+    host = re.sub(r"^[a-z+]+://(?:[^@/]*@)?([^:/]+).*$", r"\1", url)
+    if not url.startswith(("redis://", "amqp://")) or not host.startswith(("127.", "localhost")):
+        raise ValueError(f"{CELERY_BROKER_ENV}: {raw!r} is not redis, rabbitmq or a loopback broker URL")
+    return url
+
+
+def uses_postgres() -> bool:
+    """PostgreSQL metadata when asked for, and always under Celery (workers share the database)."""
+    return os.environ.get(METADATA_ENV, "sqlite") == "postgres" or executor() == "celery"
 
 
 def _airflow_bin() -> str:
@@ -65,14 +101,14 @@ def connection_env(settings: Mapping[str, Any]) -> dict[str, str]:
 
 
 def metadata_url(layout: SandboxLayout) -> str:
-    if os.environ.get(METADATA_ENV, "sqlite") == "postgres":
+    if uses_postgres():
         return f"postgresql+psycopg2://postgres@127.0.0.1:5432/{layout.database_name}_airflow"
     return f"sqlite:///{layout.airflow_home / 'airflow.db'}"
 
 
 def prepare_metadata_database(layout: SandboxLayout) -> None:
     """Fresh PostgreSQL metadata database when asked for (dropped again by `down`)."""
-    if os.environ.get(METADATA_ENV, "sqlite") != "postgres":
+    if not uses_postgres():
         return
     import psycopg2
     from psycopg2 import sql
@@ -130,7 +166,6 @@ def airflow_env(
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__CORE__FERNET_KEY": credentials["fernet_key"],
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{credentials['username']}:admin",
@@ -155,8 +190,29 @@ def airflow_env(
             "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), str(REPO_ROOT / "include")]),
         }
     )
+    env.update(executor_env(layout))
     env.update(extra)
     return env
+
+
+def executor_env(layout: SandboxLayout) -> dict[str, str]:
+    """The executor's settings: LocalExecutor, or Celery with a queue and Redis key prefix of its own."""
+    if executor() == "local":
+        return {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
+    database = metadata_url(layout).replace("postgresql+psycopg2://", "db+postgresql://")
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CORE__PARALLELISM": str(2 * celery_workers()),
+        "AIRFLOW__CELERY__BROKER_URL": celery_broker_url(),
+        "AIRFLOW__CELERY__RESULT_BACKEND": database,
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+        "AIRFLOW__OPERATORS__DEFAULT_QUEUE": celery_queue(layout),
+        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": f"{layout.database_name}:celery:",
+    }
+
+
+def celery_queue(layout: SandboxLayout) -> str:
+    return f"{layout.database_name}_tasks"
 
 
 def initialise(
@@ -207,8 +263,36 @@ def start(layout: SandboxLayout, env: Mapping[str, str]) -> None:
             "1",
         ],
     }
-    for name in COMPONENTS:
+    if env.get("AIRFLOW__CORE__EXECUTOR") == "CeleryExecutor":
+        for n in range(1, celery_workers() + 1):
+            argv[f"celery-worker-{n}"] = [
+                airflow,
+                "celery",
+                "worker",
+                "--celery-hostname",
+                f"dr-worker-{n}@{layout.database_name}",
+                "--queues",
+                env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"],
+                "--concurrency",
+                env["AIRFLOW__CELERY__WORKER_CONCURRENCY"],
+                "--skip-serve-logs",  # logs are on the shared local disk; no log server port
+                "--without-gossip",
+                "--without-mingle",
+            ]
+    for name in argv:
         spawn(f"airflow-{name}", argv[name], env=env, logs_dir=layout.logs_dir, pids_file=layout.pids_file)
+
+
+def celery_workers_ready(layout: SandboxLayout, *, timeout: float = 120.0) -> list[str]:
+    """Wait until every Celery worker of this sandbox logs that it is ready; returns their names."""
+    logs = sorted(layout.logs_dir.glob("airflow-celery-worker-*.log"))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready = [p.stem for p in logs if " ready." in p.read_text(errors="replace")]
+        if len(ready) == len(logs):
+            return ready
+        time.sleep(0.5)
+    raise TimeoutError(f"Celery workers not ready after {timeout:.0f}s; see {layout.logs_dir}")
 
 
 def wait_healthy(layout: SandboxLayout, *, timeout: float = 180.0) -> dict:

@@ -32,6 +32,7 @@ from dr_sandbox.netguard import require_loopback
 CONTROL_PREFIX = "/_sandbox/"
 FAULTS_PATH = "/_sandbox/faults"
 HEALTH_PATH = "/_sandbox/health"
+CALLS_PATH = "/_sandbox/calls"
 
 MODES = ("throttle", "error", "slow")
 MAX_COUNT = 100_000
@@ -182,6 +183,44 @@ class FaultRegistry:
             removed = len(self._faults)
             self._faults.clear()
             return removed
+
+
+class CallLog:
+    """Every AWS call the emulator answered: service, action and who made it, counted.
+
+    The Amazon provider's hooks put `Caller/<operator class>` and `DagRunKey/<uuid5 of the dag_id>`
+    in the User-Agent, so calls made by Airflow tasks can be told from the sandbox's own (seeding,
+    the DNS stand-in's reads) and traced to their DAG: the IAM policy tests compare what each DAG
+    family really calls with what its policy allows (dr_automation.iam).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str, str | None, str | None], int] = {}
+
+    def add(self, service: str | None, action: str | None, user_agent: str | None) -> None:
+        caller, dag_key = (_ua_value(user_agent, name) for name in ("Caller", "DagRunKey"))
+        key = (service or "?", action or "?", caller, dag_key)
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            items = sorted(self._counts.items(), key=lambda kv: tuple(v or "" for v in kv[0]))
+        return [
+            {"service": s, "action": a, "caller": c, "dag_key": d, "count": n} for (s, a, c, d), n in items
+        ]
+
+    def clear(self) -> int:
+        with self._lock:
+            removed = sum(self._counts.values())
+            self._counts.clear()
+            return removed
+
+
+def _ua_value(user_agent: str | None, name: str) -> str | None:
+    match = re.search(rf"\b{name}/(\S+)", user_agent or "")
+    return match.group(1) if match else None
 
 
 # -- recognising the call ---------------------------------------------------------------------
@@ -510,6 +549,7 @@ class FaultInjectionMiddleware:
     def __init__(self, app: WsgiApp, registry: FaultRegistry | None = None) -> None:
         self.app = app
         self.registry = registry or FaultRegistry()
+        self.calls = CallLog()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "") or ""
@@ -518,6 +558,7 @@ class FaultInjectionMiddleware:
         method = environ.get("REQUEST_METHOD", "GET").upper()
         if not path.startswith("/moto-api"):
             call = identify_call(environ)
+            self.calls.add(call.service, call.action, environ.get("HTTP_USER_AGENT"))
             fault = self.registry.claim(call.service, call.action) if call.service else None
             if fault is not None:
                 if fault.mode == "slow":
@@ -534,6 +575,10 @@ class FaultInjectionMiddleware:
         path = path.rstrip("/")
         if path == HEALTH_PATH and method in ("GET", "HEAD"):
             return _json(start_response, 200, {"status": "ok"})
+        if path == CALLS_PATH and method == "GET":
+            return _json(start_response, 200, {"calls": self.calls.list()})
+        if path == CALLS_PATH and method == "DELETE":
+            return _json(start_response, 200, {"cleared": self.calls.clear()})
         if path != FAULTS_PATH:
             return _json(start_response, 404, {"error": f"no such sandbox endpoint: {path}"})
         if method == "GET":
@@ -652,13 +697,13 @@ def start_emulator(host: str = "127.0.0.1", port: int = 0, *, quiet: bool = True
 # -- HTTP client for other processes (tests, bench scripts) ------------------------------------
 
 
-def _control_request(endpoint_url: str, method: str, body: Any = None) -> Any:
+def _control_request(endpoint_url: str, method: str, body: Any = None, path: str = FAULTS_PATH) -> Any:
     import urllib.error
     import urllib.request
 
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(
-        endpoint_url.rstrip("/") + FAULTS_PATH,
+        endpoint_url.rstrip("/") + path,
         data=data,
         method=method,
         headers={"Content-Type": "application/json"},
@@ -680,6 +725,15 @@ def inject_fault(endpoint_url: str, **spec: Any) -> dict[str, Any]:
 
 def list_faults(endpoint_url: str) -> list[dict[str, Any]]:
     return _control_request(endpoint_url, "GET")["faults"]
+
+
+def list_calls(endpoint_url: str) -> list[dict[str, Any]]:
+    """The AWS calls answered so far: service, action, caller (the Airflow operator or hook), count."""
+    return _control_request(endpoint_url, "GET", path=CALLS_PATH)["calls"]
+
+
+def clear_calls(endpoint_url: str) -> int:
+    return _control_request(endpoint_url, "DELETE", path=CALLS_PATH)["cleared"]
 
 
 def clear_faults(endpoint_url: str) -> int:

@@ -436,6 +436,9 @@ def _up(
         airflow_runtime.initialise(layout, env, settings, credentials)
         airflow_runtime.start(layout, env)
         airflow_runtime.wait_healthy(layout)
+        if airflow_runtime.executor() == "celery":
+            workers = airflow_runtime.celery_workers_ready(layout)
+            _log(f"CeleryExecutor: {len(workers)} workers on queue {airflow_runtime.celery_queue(layout)}")
 
     endpoints = {
         "aws": {"endpoint_url": layout.aws_url, "faults": f"{layout.aws_url}/_sandbox/faults"},

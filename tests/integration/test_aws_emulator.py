@@ -24,8 +24,10 @@ from botocore.exceptions import ClientError
 from dr_sandbox.aws_emulator import (
     EmulatorHandle,
     FaultSpecError,
+    clear_calls,
     clear_faults,
     inject_fault,
+    list_calls,
     list_faults,
     start_emulator,
 )
@@ -430,6 +432,35 @@ def test_airflow_rds_hook_through_connection_and_env(
     env_hook = RdsHook(aws_conn_id=None, region_name="us-east-1")
     assert env_hook.conn.meta.endpoint_url == emulator.endpoint_url
     assert env_hook.get_db_instance_state(instance_id) == "available"
+
+
+def test_call_log_counts_calls_and_names_the_airflow_caller(
+    emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from airflow.providers.amazon.aws.utils.identifiers import generate_uuid
+
+    clear_calls(emulator.endpoint_url)
+    s3 = _client(emulator, "s3")
+    bucket = _unique("calls")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="a", Body=b"1")
+    s3.put_object(Bucket=bucket, Key="b", Body=b"2")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_CALLS",
+        json.dumps({"conn_type": "aws", "extra": {"endpoint_url": emulator.endpoint_url}}),
+    )
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "backup_tier1_realtime")  # what a task's context sets
+    assert S3Hook(aws_conn_id="aws_calls").check_for_key("a", bucket)
+    calls = {
+        (c["service"], c["action"], c["caller"] is not None, c["dag_key"]): c["count"]
+        for c in list_calls(emulator.endpoint_url)
+    }
+    assert calls[("s3", "PutObject", False, None)] == 2 and calls[("s3", "CreateBucket", False, None)] == 1
+    hooked = [key for key in calls if key[2]]
+    assert hooked == [("s3", "HeadObject", True, generate_uuid("backup_tier1_realtime"))], calls
+    assert clear_calls(emulator.endpoint_url) == sum(calls.values())
+    assert list_calls(emulator.endpoint_url) == []
 
 
 def _free_port() -> int:
