@@ -29,7 +29,12 @@ if TYPE_CHECKING:
 Operation = tuple[str, str]  # (SigV4 service, API operation)
 
 # Sending notifications: every family that notifies (SNS topics, SES mail).
-NOTIFY: tuple[Operation, ...] = (("sns", "Publish"), ("sns", "ListTopics"), ("email", "SendEmail"))
+NOTIFY: tuple[Operation, ...] = (
+    ("sns", "Publish"),
+    ("sns", "ListTopics"),
+    ("email", "SendEmail"),
+    ("email", "SendRawEmail"),  # the provider's SesHook.send_email
+)
 # Reading which region serves: Route 53 records, health checks and their status.
 ROUTING_VIEW: tuple[Operation, ...] = (
     ("route53", "ListHostedZonesByName"),
