@@ -9,13 +9,13 @@ STAMP := $(VENV)/.installed-$(REQ_HASH)
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/include
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv test test-quick test-integration test-e2e lint demo up down bench bench-parse bench-failover bench-detection bench-backup clean
+.PHONY: help venv browser test test-quick test-integration test-e2e lint demo up down bench bench-parse bench-failover bench-detection bench-backup bench-backup-celery clean
 
 help:
 	@echo "make demo   - start the sandbox, run the DR story through the REST API, print a summary, stop"
 	@echo "make test   - lint + every test tier (quick, integration, e2e)"
 	@echo "make up / make down - keep the sandbox and the Airflow UI running / stop it"
-	@echo "make test-quick | test-integration | test-e2e | lint | bench (bench-parse, bench-failover, bench-detection, bench-backup)"
+	@echo "make test-quick | test-integration | test-e2e | lint | bench (bench-parse, bench-failover, bench-detection, bench-backup, bench-backup-celery)"
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,16 @@ $(STAMP): requirements.txt
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# Debian's chromium for the browser test (tests/e2e/test_status_board.py, Playwright drives it; never
+# `playwright install`). Installed once, non-interactively; as root, or through sudo otherwise.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+$(CHROMIUM):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+
+browser: $(CHROMIUM)
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -36,11 +46,11 @@ test-quick: venv
 test-integration: venv
 	$(VENV)/bin/pytest -q -m integration
 
-test-e2e: venv
+test-e2e: venv browser
 	$(VENV)/bin/pytest -q -m e2e
 
 # Lint, then all three tiers in one pytest run (one summary line for CI).
-test: venv
+test: venv browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest -q
@@ -54,7 +64,7 @@ up: venv
 down:
 	@if test -x $(PY); then $(PY) -m dr_sandbox down; else echo "nothing to stop"; fi
 
-bench: bench-parse bench-failover bench-detection bench-backup
+bench: bench-parse bench-failover bench-detection bench-backup bench-backup-celery
 
 bench-parse: venv
 	@$(PY) bench/parse.py
@@ -70,3 +80,6 @@ bench-backup: venv
 
 clean: down
 	rm -rf .sandbox
+
+bench-backup-celery: venv
+	@$(PY) bench/backup_celery.py

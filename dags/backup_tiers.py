@@ -3,7 +3,7 @@
 
 The estate's multi-tier backup strategy: one DAG per entry of the estate's `tiers` section
 (`backup_tier1_realtime`, `backup_tier2_frequent`, `backup_tier3_daily`, `backup_tier4_archival` for
-LeanVibe), each on its own schedule, every system of the tier a mapped task instance. Each DAG's own
+LeanVibe), each on its own schedule, the systems of the tier mapped task instances (in batches). Each DAG's own
 runbook (what it backs up, where, and what to do when it fails) is its doc, built from the config by
 `dr_automation.backup.dag`.
 """

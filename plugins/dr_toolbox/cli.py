@@ -32,6 +32,7 @@ COMMANDS = (
     "selfcheck",
     "export-k8s-objects",
     "neo4j-backup",
+    "batch",
 )
 
 Handler = Callable[[argparse.Namespace], tuple[dict[str, Any], int]]
@@ -119,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="from_location", required=True, metavar="LOCATION")
     _add_dsn(p)
     p.add_argument("--stats", metavar="LOCATION", help="recorded stats (default: <from>.stats.json)")
+    p.add_argument(
+        "--scratch-database",
+        metavar="NAME",
+        help="name of the scratch database (default: a random dr_verify_* name); a caller that names it "
+        "can drop it again even if this pod is killed",
+    )
     p.set_defaults(handler=_lazy("dr_toolbox.dbops", "db_verify"))
 
     p = sub.add_parser("checksum", help="SHA-256 of an S3 object or a file")
@@ -170,6 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--storage-class", choices=STORAGE_CLASSES, metavar="CLASS", help=", ".join(STORAGE_CLASSES)
     )
     p.set_defaults(handler=_lazy("dr_toolbox.neo4j", "neo4j_backup"))
+
+    p = sub.add_parser("batch", help="several toolbox commands side by side, each its own process")
+    p.add_argument(
+        "--job",
+        action="append",
+        metavar="JSON",
+        help="a toolbox command line as a JSON list of strings (repeatable)",
+    )
+    p.add_argument("--parallel", type=int, default=4, metavar="N", help="jobs at a time (default 4)")
+    p.set_defaults(handler=_lazy("dr_toolbox.batch", "batch"))
     return parser
 
 

@@ -474,13 +474,18 @@ def scratch_name() -> str:
 def db_verify(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     loc = parse_location(args.from_location, "--from")
     stats_loc = parse_location(args.stats, "--stats") if args.stats else loc.with_suffix(STATS_SUFFIX)
+    scratch = getattr(args, "scratch_database", None) or scratch_name()
+    if not IDENT_RE.match(scratch):
+        raise UsageError(
+            "--scratch-database",
+            f"{scratch!r} is not a plain database name ([A-Za-z_][A-Za-z0-9_$]*, max 63)",
+        )
     target = resolve_target(args.dsn_env)
     started_at = utcnow_iso()
     t0 = time.monotonic()
     recorded = read_json(stats_loc)
     if not isinstance(recorded, dict) or not isinstance(recorded.get("tables"), dict):
         raise ToolboxError(f"stats {stats_loc}: not a dr-toolbox stats document (no 'tables' object)")
-    scratch = scratch_name()
     checks: list[dict[str, Any]] = []
     mismatches: list[dict[str, Any]] = []
     created = False

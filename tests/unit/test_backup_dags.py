@@ -5,6 +5,7 @@ rendered and validated (strict schema, restricted profile, secrets by reference 
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from datetime import timedelta
@@ -96,11 +97,21 @@ def test_every_system_is_a_mapped_instance_of_its_types_task(estate: Estate, dag
 def test_a_bigger_estate_means_more_mapped_instances_not_more_tasks(
     tmp_path: Path, doc: dict[str, Any], estate: Estate, dags: dict[str, Any]
 ) -> None:
-    big = load_doc(tmp_path, scale_tier(doc, "tier1_realtime", 40))
-    dag = build_tier_dag(big, "tier1_realtime")
-    assert set(dag.task_ids) == set(dags["tier1_realtime"].task_ids)
-    for system_type in ("postgres_database", "postgres_wal", "redis_sessions", "secrets"):
-        assert mapped_length(dag.get_task(p.component_task_id(system_type))) == 10
+    for count, instances in ((40, 4), (400, 4), (500, 5)):
+        big = load_doc(tmp_path, scale_tier(copy.deepcopy(doc), "tier1_realtime", count))
+        dag = build_tier_dag(big, "tier1_realtime")
+        assert set(dag.task_ids) == set(dags["tier1_realtime"].task_ids)
+        plan = p.tier_plan(big, "tier1_realtime")
+        for system_type in ("postgres_database", "postgres_wal", "redis_sessions", "secrets"):
+            # batches of at most BATCH_SIZE systems, each system in exactly one
+            assert mapped_length(dag.get_task(p.component_task_id(system_type))) == instances
+            batches = plan.batches_of(system_type)
+            assert max(len(b) for b in batches) <= p.BATCH_SIZE
+            assert [s for b in batches for s in b] == plan.systems_of(system_type)
+        pods = dag.get_task(p.component_task_id("postgres_database"))._get_specified_expand_input().value
+        pods = pods["arguments"]
+        assert all(args[4] == "batch" for args in pods)  # one pod per batch, a job per system
+        assert sum(args.count("--job") for args in pods) == count // 4
 
 
 def test_the_providers_operators_do_the_aws_work(dags: dict[str, Any]) -> None:

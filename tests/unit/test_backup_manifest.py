@@ -52,6 +52,25 @@ COPY_PLANS = {
 }
 
 
+def test_a_failed_batch_fails_only_its_systems_without_proof_of_their_own_success(estate: Estate) -> None:
+    plan = p.tier_plan(estate, "tier1_realtime")
+    systems = [{**plan.systems[3], "name": f"config-{i}"} for i in range(9)]  # secrets: 4 batches
+    plan = p.TierPlan(**{**plan.__dict__, "systems": tuple(systems)})
+    who = attribution(plan, {})
+    assert who.batches[("backup_secrets", 0)] == ["config-0", "config-1"]
+    assert sorted(who.expected) == [("backup_secrets", i) for i in range(4)]
+    crumbs = [crumb("backup_secrets", i, "failed" if i == 0 else "success") for i in range(4)]
+    failures = [{"system": "config-1", "reason": "ThrottlingException", "try_number": 3}]
+    outcomes = evaluate(plan, crumbs, {}, failures, done=["config-0"])
+    assert outcomes["config-0"]["status"] == "succeeded"  # its batch failed, it did not
+    assert outcomes["config-1"]["status"] == "failed"
+    assert outcomes["config-1"]["reason"] == "ThrottlingException (backup_secrets[0] ended failed)"
+    assert all(outcomes[f"config-{i}"]["status"] == "succeeded" for i in range(2, 9))
+    # a batch instance that never finished fails all of its systems
+    outcomes = evaluate(plan, crumbs[1:], {}, [], done=["config-0"])
+    assert outcomes["config-0"]["reason"] == "backup_secrets[0] did not finish"
+
+
 def test_every_task_instance_is_attributed_to_its_system(estate: Estate) -> None:
     who = attribution(p.tier_plan(estate, "tier2_frequent"), COPY_PLANS)
     assert who.by_task[("backup_kubernetes_objects", 1)] == "kubernetes-objects"
@@ -198,3 +217,23 @@ def test_a_failing_pod_leaves_its_redacted_result_for_the_manifest(neo4j: Any, t
         env, "neo4j-backup", "--uri", "bolt://x:7687", "--password-env", "NEO_PW", "--out", "/tmp/x"
     )
     assert code == 2 and "argument --uri" in usage["error"]
+
+
+def test_a_toolbox_batch_runs_every_job_and_names_the_one_that_failed(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "plugins")}
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"backup bytes")
+    jobs = [
+        ["--result-out", str(tmp_path / "ok.json"), "checksum", str(data)],
+        ["--result-out", str(tmp_path / "gone.json"), "checksum", str(tmp_path / "missing")],
+        ["--result-out", str(tmp_path / "ok2.json"), "checksum", str(data)],
+    ]
+    args = [a for job in jobs for a in ("--job", json.dumps(job))]
+    code, result = toolbox(env, "batch", "--parallel", "2", *args)
+    assert code == 1 and result["failed"] == ["gone"]
+    assert [j["job"] for j in result["jobs"]] == ["ok", "gone", "ok2"]
+    ok = json.loads((tmp_path / "ok2.json").read_text())  # each job left its own result
+    assert ok["ok"] and ok["sha256"] == hashlib.sha256(b"backup bytes").hexdigest()
+    assert json.loads((tmp_path / "gone.json").read_text())["ok"] is False
+    code, result = toolbox(env, "batch", "--job", json.dumps(["batch", "--job", "[]"]))
+    assert code == 2 and "--job" in result["error"]  # a batch never nests

@@ -101,7 +101,10 @@ def test_aws_actions_cover_what_each_tier_calls(estate: Estate) -> None:
     assert ("s3", "CopyObject") not in actions["tier1_realtime"]  # no copies, no S3 systems
     assert {("s3", "CopyObject"), ("monitoring", "GetMetricData")} <= actions["tier2_frequent"]
     assert {("rds", "CreateDBSnapshot"), ("rds", "CopyDBSnapshot")} <= actions["tier3_daily"]
-    assert {("s3", "GetObjectLockConfiguration"), ("ec2", "CopyImage")} <= actions["tier4_archival"]
+    assert ("s3", "GetObjectLockConfiguration") in actions["tier4_archival"]
+    assert ("ec2", "CopyImage") not in actions["tier4_archival"]  # only for an image not copied yet
+    iam = set(aws_actions(tier_plan(estate, "tier4_archival"), occasional=True))
+    assert {("ec2", "CopyImage"), ("s3", "PutBucketLifecycleConfiguration")} <= iam
 
 
 # -- estate rules for tiers ------------------------------------------------------------------------

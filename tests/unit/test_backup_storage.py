@@ -18,10 +18,12 @@ from botocore.exceptions import ClientError
 from dr_automation.backup import plan as p
 from dr_automation.backup.components import (
     BackupError,
+    BatchIncomplete,
     backup_cloudwatch_metrics,
     backup_machine_images,
     backup_secrets,
     put_artifact,
+    run_batch,
     run_component,
     unseal,
 )
@@ -135,6 +137,33 @@ def test_a_failing_component_records_why_and_fails_at_once_when_a_retry_cannot_h
         run_component(estate, plan, broken, {"ti": ti, "run_id": "scheduled__x"})
     assert ti.pushed[0][0] == "backup_outcome"
     assert ti.pushed[0][1]["system"] == "critical-config" and "ResourceNotFound" in ti.pushed[0][1]["reason"]
+
+
+def test_a_batch_backs_up_every_system_side_by_side_and_names_the_one_that_failed(
+    aws: dict[str, Any], estate: Estate
+) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    plan = plan_of(estate, "tier1_realtime")
+    good = [{"name": f"config-{i}", "type": "secrets", "secret_ids": ["leanvibe/prod/api"]} for i in range(5)]
+    broken = {"name": "config-broken", "type": "secrets", "secret_ids": ["leanvibe/prod/missing"]}
+    ti = FakeTI()
+    with pytest.raises(AirflowFailException, match="1 of 6 systems failed: config-broken"):
+        run_batch(estate, plan, [*good[:2], broken, *good[2:]], {"ti": ti, "run_id": "scheduled__b"})
+    ((key, outcome),) = ti.pushed
+    assert key == "backup_outcome" and outcome["batch"] == "config-0+5"
+    assert outcome["done"] == [s["name"] for s in good]  # the siblings completed
+    assert [f["system"] for f in outcome["failures"]] == ["config-broken"]
+    s3 = client("s3", plan.work.region)
+    for system in good:  # each written under its own prefix
+        prefix = plan.component_prefix(p.backup_id("scheduled__b"), system["name"])
+        assert s3.list_objects_v2(Bucket=plan.work.bucket, Prefix=prefix)["KeyCount"] == 1
+    # a transient failure is left to the tier's retries; a whole batch returns every system's details
+    ti = FakeTI()
+    done = run_batch(estate, plan, good, {"ti": ti, "run_id": "scheduled__b"}, workers=3)
+    assert [d["system"] for d in done["systems"]] == [s["name"] for s in good]
+    assert ti.pushed[0][1]["failures"] == []
+    assert issubclass(BatchIncomplete, RuntimeError)
 
 
 # -- copies ----------------------------------------------------------------------------------------

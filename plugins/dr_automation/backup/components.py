@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -66,7 +67,11 @@ def aws_client(estate: Estate, service: str, region: str) -> Any:
     """A boto3 client through the estate's AWS connection (endpoint, credentials, retries from it);
     one per connection, service and region in a process (clients are thread-safe, and building one
     costs more than most backup calls)."""
-    return _client(estate.connections["aws"], service, region)
+    with _CLIENTS_LOCK:  # a batch's threads ask at once: build each client once
+        return _client(estate.connections["aws"], service, region)
+
+
+_CLIENTS_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=64)
@@ -549,3 +554,67 @@ def run_component(
         "type": system["type"],
         "seconds": round(time.monotonic() - started, 3),
     }
+
+
+class BatchIncomplete(RuntimeError):
+    """Some systems of a batch failed (named, with their reasons); the others are backed up."""
+
+
+def run_batch(
+    estate: Estate,
+    plan: TierPlan,
+    systems: list[Mapping[str, Any]],
+    context: dict[str, Any],
+    *,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Back up a batch of systems side by side (a bounded thread pool: the work is network waits),
+    one task instance for all of them. Every system is tried whatever its siblings do; what failed
+    is recorded by name (XCom ``backup_outcome``: ``failures`` and the ``done`` systems) before the
+    task fails, at once when no failure is worth a retry, else for the tier's retries."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dr_automation.backup.plan import BATCH_WORKERS, batch_label
+    from dr_automation.notifications.callbacks import describe_error
+
+    names = [s["name"] for s in systems]
+    label = batch_label(names)
+    label_instance(context, label)
+    backup = backup_id(context["run_id"])
+
+    def one(system: Mapping[str, Any]) -> tuple[dict[str, Any] | None, BaseException | None]:
+        started = time.monotonic()
+        try:
+            details = PYTHON_COMPONENTS[system["type"]](estate, plan, system, backup)
+        except Exception as exc:
+            return None, exc
+        elapsed = round(time.monotonic() - started, 3)
+        return {**details, "system": system["name"], "type": system["type"], "seconds": elapsed}, None
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers or BATCH_WORKERS, len(systems)))) as pool:
+        answers = list(pool.map(one, systems))
+    ti = context.get("ti")
+    try_number = getattr(ti, "try_number", None)
+    done = [details for details, _ in answers if details is not None]
+    failed: list[tuple[str, BaseException]] = [
+        (s["name"], exc) for s, (_, exc) in zip(systems, answers, strict=True) if exc is not None
+    ]
+    failures = []
+    for name, exc in failed:
+        reason = describe_error(exc)
+        failures.append({"system": name, "reason": reason, "try_number": try_number})
+        log.error("%s failed: %s", name, reason)
+    if ti is not None:
+        outcome = {"batch": label, "done": [d["system"] for d in done], "failures": failures}
+        ti.xcom_push(key=OUTCOME_KEY, value=outcome)
+    log.info("batch %s: %d of %d systems backed up", label, len(done), len(systems))
+    if failed:
+        message = f"{len(failed)} of {len(systems)} systems failed: " + "; ".join(
+            f"{f['system']} ({f['reason']})" for f in failures
+        )
+        if all(is_permanent(exc) for _, exc in failed):
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(message)
+        raise BatchIncomplete(message)
+    return {"batch": label, "systems": done}

@@ -2,7 +2,9 @@
 
 Per system type, one task is mapped over the tier's systems of that type (a toolbox pod, a Python
 task, the provider's S3 copy or RDS snapshot operators), so a bigger estate means more mapped task
-instances and no new code. Then, whatever happened to the systems (trigger rule ALL_DONE):
+instances and no new code. Pod- and Python-run types map over batches of up to ``BATCH_SIZE``
+systems, each instance backing its systems up side by side: an instance (and a pod) costs seconds
+of scheduling, one system's backup a fraction of that. Then, whatever happened to the systems (trigger rule ALL_DONE):
 
     plan_placement -> place_copies     (tiers with copies: DR region, archival class, Object Lock)
     write_manifest                     (every system: status, reason, location, size, SHA-256, ...)
@@ -65,7 +67,8 @@ def doc_md(plan: p.TierPlan) -> str:
 **Schedule** `{plan.schedule}` · **RPO** {plan.rpo_minutes} min (a run not done by then pages on-call) ·
 **Retention** {plan.retention_days} days (lifecycle rules, checked every run) · one run at a time.
 
-**Systems** (one mapped task instance each):
+**Systems** (mapped task instances of up to {p.BATCH_SIZE} systems of a type each, labelled by
+their first system; the systems of an instance are backed up side by side):
 {systems}
 
 **Where the backups go** (SSE-KMS with each region's key):
@@ -76,8 +79,8 @@ def doc_md(plan: p.TierPlan) -> str:
 and duration; a failed system does not stop the others. The run then fails, naming every failed
 system, or emits the asset `dr_backup_{plan.key}` that verification consumes.
 
-**If it fails**: `publish`'s error names the systems and why; the system's mapped task (its name is
-shown instead of a map index) has the full log. `check_retention` failing means a bucket lost its
+**If it fails**: `publish`'s error names the systems and why; the mapped task instance of the
+system's batch (labelled `<first system>+<more>`, or the system's name alone) has the full log. `check_retention` failing means a bucket lost its
 lifecycle rule, versioning, default encryption or Object Lock: fix the bucket, then clear the task.
 """
 
@@ -143,17 +146,18 @@ def build_tier_dag(estate: Estate, key: str) -> DAG:
                 raise
 
         @task(map_index_template="{{ dr_system }}", **component)
-        def backup_system(system: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from dr_automation.backup.components import run_component
+        def backup_systems(systems: list[dict[str, Any]], **context: Any) -> dict[str, Any]:
+            """One batch of the type's systems, side by side; failures named, siblings complete."""
+            from dr_automation.backup.components import run_batch
 
-            return run_component(estate, plan, system, context)
+            return run_batch(estate, plan, systems, context)
 
         ends: list[Any] = []
         for system_type in plan.types:
-            systems = [plain(s) for s in plan.systems_of(system_type)]
             if system_type in p.PYTHON_TYPES:
+                batches = [plain(b) for b in plan.batches_of(system_type)]
                 ends.append(
-                    backup_system.override(task_id=p.component_task_id(system_type)).expand(system=systems)
+                    backup_systems.override(task_id=p.component_task_id(system_type)).expand(systems=batches)
                 )
             elif system_type in p.POD_TYPES:
                 ends.append(pod_task(estate, plan, system_type, **component))

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from dr_automation.backup.components import aws_client, error_code
 from dr_automation.backup.copies import retain_until
 from dr_automation.backup.plan import (
+    BATCH_WORKERS,
     COPY_S3,
     COPY_SNAPSHOT,
     CREATE_SNAPSHOT,
@@ -64,6 +65,8 @@ class Attribution:
     by_task: dict[TaskKey, str] = field(default_factory=dict)
     shared: dict[str, list[str]] = field(default_factory=dict)
     expected: set[TaskKey] = field(default_factory=set)
+    # (task_id, map_index) of a batch of several systems -> their names (each judged on its own)
+    batches: dict[TaskKey, list[str]] = field(default_factory=dict)
 
 
 def attribution(plan: TierPlan, copy_plans: Mapping[str, Sequence[Any]]) -> Attribution:
@@ -76,7 +79,13 @@ def attribution(plan: TierPlan, copy_plans: Mapping[str, Sequence[Any]]) -> Attr
             out.expected.add((task_id, index))
 
     for system_type in POD_TYPES + PYTHON_TYPES:
-        literal(component_task_id(system_type), plan.systems_of(system_type))
+        task_id = component_task_id(system_type)
+        for index, batch in enumerate(plan.batches_of(system_type)):
+            out.expected.add((task_id, index))
+            if len(batch) == 1:
+                out.by_task[(task_id, index)] = batch[0]["name"]
+            else:
+                out.batches[(task_id, index)] = [s["name"] for s in batch]
     literal(COPY_S3, plan.systems_of(*S3_TYPES))
     rds = plan.systems_of("rds_snapshot")
     literal(CREATE_SNAPSHOT, rds)
@@ -98,26 +107,33 @@ def evaluate(
     copy_plans: Mapping[str, Sequence[Any]],
     failures: Iterable[Mapping[str, Any]] = (),
     results: Mapping[str, Mapping[str, Any] | None] | None = None,
+    done: Iterable[str] = (),
 ) -> dict[str, dict[str, Any]]:
     """Each system's status, reason, summed task duration and task states, from the run's task
-    instances (`crumbs`: task_id, map_index, state, duration of every finished instance)."""
+    instances (`crumbs`: task_id, map_index, state, duration of every finished instance).
+
+    A batch instance that did not succeed fails only its systems without proof of their own success
+    (`done`: Python systems the batch reported backed up; a pod's job: its result file saying ok)."""
     who = attribution(plan, copy_plans)
     finished = {(c["task_id"], int(c["map_index"])): c for c in crumbs}
+    proven = set(done) | {name for name, r in (results or {}).items() if r and r.get("ok") is True}
     out: dict[str, dict[str, Any]] = {
         s["name"]: {"status": SUCCEEDED, "problems": [], "duration_seconds": 0.0, "tasks": []}
         for s in plan.systems
     }
     for key in sorted(set(who.by_task) | who.expected):
-        entry = out[who.by_task[key]]
+        names = who.batches.get(key) or [who.by_task[key]]
         label = f"{key[0]}[{key[1]}]"
         crumb = finished.get(key)
-        if crumb is None:
-            entry["problems"].append(f"{label} did not finish")
-            continue
-        entry["duration_seconds"] += float(crumb.get("duration") or 0.0)
-        entry["tasks"].append({"task": label, "state": crumb["state"]})
-        if crumb["state"] != "success":
-            entry["problems"].append(f"{label} ended {crumb['state']}")
+        for name in names:
+            entry = out[name]
+            if crumb is None:
+                entry["problems"].append(f"{label} did not finish")
+                continue
+            entry["duration_seconds"] += float(crumb.get("duration") or 0.0)
+            entry["tasks"].append({"task": label, "state": crumb["state"]})
+            if crumb["state"] != "success" and (len(names) == 1 or name not in proven):
+                entry["problems"].append(f"{label} ended {crumb['state']}")
     for task_id, names in who.shared.items():
         crumb = finished.get((task_id, -1))
         if crumb is not None and crumb["state"] != "success":
@@ -336,9 +352,12 @@ def build_manifest(
     details: Mapping[str, Mapping[str, Any]] | None = None,
     retention: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    clients: dict[str, Any] = {}
-    components = [
-        build_entry(
+    from concurrent.futures import ThreadPoolExecutor
+
+    clients = {loc.region: aws_client(estate, "s3", loc.region) for loc in (plan.work, *plan.locations)}
+
+    def entry(system: Mapping[str, Any]) -> dict[str, Any]:
+        return build_entry(
             estate,
             plan,
             backup,
@@ -347,8 +366,10 @@ def build_manifest(
             details=(details or {}).get(system["name"]),
             clients=clients,
         )
-        for system in plan.systems
-    ]
+
+    # each entry is a few S3 reads (list, head per artifact and copy): side by side, in config order
+    with ThreadPoolExecutor(max_workers=BATCH_WORKERS) as pool:
+        components = list(pool.map(entry, plan.systems))
     failed = {c["name"]: c["reason"] for c in components if c["status"] != SUCCEEDED}
     now = datetime.now(UTC)
     return {

@@ -18,7 +18,7 @@ A backup's id is its run id made safe for S3 keys, so every task of a run (and t
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,13 @@ DEFAULT_RETRIES = 2
 DEFAULT_RETRY_DELAY_SECONDS = 30
 MANIFEST_NAME = "manifest.json"
 RESULTS_DIR = "_results"
+# A pod- or Python-run type's systems are mapped in batches of at most BATCH_SIZE per task instance
+# (each batch backs its systems up side by side, BATCH_WORKERS at a time): a task instance and a pod
+# cost seconds of scheduling each, a system's own backup a fraction of that. Up to MIN_INSTANCES
+# systems stay one instance each (the dr_backup pool's slots run them side by side anyway).
+BATCH_SIZE = 25
+BATCH_WORKERS = 8
+MIN_INSTANCES = 4
 
 # How each system type is backed up: a toolbox pod, a Python task, S3 copies, or RDS snapshots.
 POD_TYPES = ("postgres_database", "kubernetes_objects", "neo4j")
@@ -76,12 +83,7 @@ AWS_ACTIONS: dict[str, tuple[tuple[str, str], ...]] = {
         ("monitoring", "GetMetricData"),
         ("s3", "PutObject"),
     ),
-    "machine_images": (
-        ("ec2", "DescribeImages"),
-        ("ec2", "CopyImage"),
-        ("ec2", "CreateTags"),
-        ("s3", "PutObject"),
-    ),
+    "machine_images": (("ec2", "DescribeImages"), ("s3", "PutObject")),
     "s3_bucket": (("s3", "ListObjectsV2"), ("s3", "CopyObject")),
     "s3_prefix": (("s3", "ListObjectsV2"), ("s3", "CopyObject")),
     "rds_snapshot": (
@@ -91,6 +93,12 @@ AWS_ACTIONS: dict[str, tuple[tuple[str, str], ...]] = {
         ("kms", "DescribeKey"),
         ("s3", "PutObject"),
     ),
+}
+
+# Calls made only when something is missing: a lifecycle rule to put back, an image without its DR
+# copy yet (IAM must allow them; a run that finds everything in place does not make them).
+OCCASIONAL_ACTIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "machine_images": (("ec2", "CopyImage"), ("ec2", "CreateTags")),
 }
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -118,6 +126,23 @@ def rds_identifier(text: str) -> str:
 def component_task_id(system_type: str) -> str:
     """The mapped task backing up every system of one pod- or Python-run type."""
     return f"backup_{system_type}"
+
+
+def batches(
+    systems: Sequence[Mapping[str, Any]], size: int = BATCH_SIZE, least: int = MIN_INSTANCES
+) -> list[list[Mapping[str, Any]]]:
+    """Systems in config order, split evenly into ceil(N / `size`) batches but at least `least`
+    (never more than N: one system each while N <= `least`); instance i backs up batch i."""
+    if size < 1 or least < 1:
+        raise ValueError(f"batches: size and least must be at least 1 (got {size}, {least})")
+    count = min(len(systems), max(least, -(-len(systems) // size)))
+    bounds = [i * len(systems) // count for i in range(count + 1)] if count else [0]
+    return [list(systems[bounds[i] : bounds[i + 1]]) for i in range(count)]
+
+
+def batch_label(names: Sequence[str]) -> str:
+    """A batch's name in the UI and in S3 keys: the system's name, or `<first>+<how many more>`."""
+    return names[0] if len(names) == 1 else f"{names[0]}+{len(names) - 1}"
 
 
 @dataclass(frozen=True)
@@ -199,6 +224,10 @@ class TierPlan:
     def systems_of(self, *types: str) -> list[Mapping[str, Any]]:
         return [s for s in self.systems if s["type"] in types]
 
+    def batches_of(self, system_type: str) -> list[list[Mapping[str, Any]]]:
+        """The mapped task instances of a pod- or Python-run type, each a batch of its systems."""
+        return batches(self.systems_of(system_type))
+
     def system(self, name: str) -> Mapping[str, Any]:
         for s in self.systems:
             if s["name"] == name:
@@ -260,11 +289,16 @@ def tier_plan(estate: Estate, key: str) -> TierPlan:
     )
 
 
-def aws_actions(plan: TierPlan) -> list[tuple[str, str]]:
-    """(service, action) of every AWS call one run of the tier makes (when nothing needs fixing)."""
+def aws_actions(plan: TierPlan, *, occasional: bool = False) -> list[tuple[str, str]]:
+    """(service, action) of every AWS call one run of the tier makes when everything is in place;
+    with `occasional`, also those made to put something missing in place (the IAM permissions)."""
     actions = set(_RUN_ACTIONS)
     for system_type in plan.types:
         actions.update(AWS_ACTIONS[system_type])
+        if occasional:
+            actions.update(OCCASIONAL_ACTIONS.get(system_type, ()))
+    if occasional:
+        actions.add(("s3", "PutBucketLifecycleConfiguration"))
     if plan.copies:
         actions.add(("s3", "CopyObject"))
     if any(loc.object_lock for loc in plan.locations):

@@ -1,8 +1,10 @@
 """The toolbox pods of a tier: one mapped KubernetesPodOperator per pod-run system type.
 
 Each type's pod is built once with ``toolbox_pod_partial`` (the bundle's house defaults) and expanded
-over literal argument lists, one per system, known when the DAG is parsed; so every pod can be
-rendered and validated without a run, and a bigger estate is more mapped pods, not more code.
+over literal argument lists, one per batch of systems (``dr-toolbox batch`` runs a batch's commands
+side by side; a batch of one is the system's own command), known when the DAG is parsed; so every
+pod can be rendered and validated without a run, and a bigger estate is more mapped pods, not more
+code.
 
 Every pod writes its JSON result, success or failure, next to the backup (``--result-out``): the
 manifest reads why a pod failed after the pod is gone. Credentials reach pods only as Secret
@@ -11,11 +13,18 @@ references (``secret_env``), never as values.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from dr_automation.backup.plan import BACKUP_ID_TEMPLATE, POD_TYPES, TierPlan, component_task_id
+from dr_automation.backup.plan import (
+    BACKUP_ID_TEMPLATE,
+    POD_TYPES,
+    TierPlan,
+    batch_label,
+    component_task_id,
+)
 
 if TYPE_CHECKING:
     from dr_automation.estate import Estate
@@ -28,6 +37,8 @@ ARTIFACTS = {
 }
 NEO4J_HTTP_PORT = 7474
 DEFAULT_POLL_SECONDS = 1.0
+# Jobs of a batch pod at a time (each a process: a dump or an export, mostly waiting on I/O).
+POD_BATCH_PARALLEL = 4
 POD_SIZE = {"postgres_database": "medium", "kubernetes_objects": "small", "neo4j": "medium"}
 
 
@@ -124,7 +135,8 @@ def pod_secrets(
 
 
 def pod_task(estate: Estate, plan: TierPlan, system_type: str, **task_kwargs: Any) -> Any:
-    """The mapped pod of `system_type`: one instance per system of the tier, shown by system name."""
+    """The mapped pod of `system_type`: one instance per batch of the tier's systems of that type,
+    shown by the batch's label (the system's name for a batch of one)."""
     from dr_automation.pods import toolbox_pod_partial
 
     systems = plan.systems_of(system_type)
@@ -145,4 +157,24 @@ def pod_task(estate: Estate, plan: TierPlan, system_type: str, **task_kwargs: An
         map_index_template="{{ task.arguments[1].split('/')[-1] | replace('.json', '') }}",
         **task_kwargs,
     )
-    return partial.expand(arguments=[pod_arguments(estate, plan, s) for s in systems])
+    return partial.expand(arguments=[batch_arguments(estate, plan, b) for b in plan.batches_of(system_type)])
+
+
+def batch_arguments(estate: Estate, plan: TierPlan, systems: list[Mapping[str, Any]]) -> list[str]:
+    """One pod's command line for a batch: the system's own command when alone, else ``batch`` with
+    each system's command as a job (its own result file); the batch's result is named by its label,
+    like a system's, so the label shows in the UI either way."""
+    if len(systems) == 1:
+        return pod_arguments(estate, plan, systems[0])
+    label = batch_label([s["name"] for s in systems])
+    jobs = [arg for s in systems for arg in ("--job", json.dumps(pod_arguments(estate, plan, s)))]
+    return [
+        "--result-out",
+        plan.work.url(plan.result_key(BACKUP_ID_TEMPLATE, label)),
+        "--result-kms-key-id",
+        plan.work.kms_key_alias,
+        "batch",
+        "--parallel",
+        str(POD_BATCH_PARALLEL),
+        *jobs,
+    ]

@@ -31,6 +31,17 @@ def pulled(ti: Any, task_id: str, key: str = "return_value") -> list[Any]:
     return [v for v in value if v is not None]
 
 
+def per_system(values: Sequence[Any]) -> list[Any]:
+    """Mapped instances' values, a batch's (``{"batch", "systems"}``) opened into its systems' own."""
+    out: list[Any] = []
+    for value in values:
+        if isinstance(value, Mapping) and "batch" in value and "systems" in value:
+            out.extend(value["systems"])
+        else:
+            out.append(value)
+    return out
+
+
 def pulled_value(ti: Any, task_id: str, key: str = "return_value") -> Any:
     """The value a non-mapped task pushed (None if it pushed nothing)."""
     return ti.xcom_pull(task_ids=task_id, key=key)
@@ -38,19 +49,22 @@ def pulled_value(ti: Any, task_id: str, key: str = "return_value") -> Any:
 
 def _results(estate: Estate, plan: p.TierPlan, backup: str) -> dict[str, Any]:
     """The JSON result each toolbox pod left next to the backup (None when the pod never got to write it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     s3 = aws_client(estate, "s3", plan.work.region)
-    out: dict[str, Any] = {}
-    for system in plan.systems_of(*p.POD_TYPES):
+
+    def read(name: str) -> Any:
         try:
-            body = s3.get_object(Bucket=plan.work.bucket, Key=plan.result_key(backup, system["name"]))[
-                "Body"
-            ].read()
-            out[system["name"]] = json.loads(body)
+            body = s3.get_object(Bucket=plan.work.bucket, Key=plan.result_key(backup, name))["Body"].read()
+            return json.loads(body)
         except Exception as exc:
             if error_code(exc) not in ("NoSuchKey", "404"):
-                log.warning("result of %s unreadable: %s", system["name"], error_code(exc) or exc)
-            out[system["name"]] = None
-    return out
+                log.warning("result of %s unreadable: %s", name, error_code(exc) or exc)
+            return None
+
+    names = [s["name"] for s in plan.systems_of(*p.POD_TYPES)]
+    with ThreadPoolExecutor(max_workers=p.BATCH_WORKERS) as pool:
+        return dict(zip(names, pool.map(read, names), strict=True))
 
 
 def gather(estate: Estate, plan: p.TierPlan, context: Mapping[str, Any]) -> dict[str, Any]:
@@ -63,12 +77,14 @@ def gather(estate: Estate, plan: p.TierPlan, context: Mapping[str, Any]) -> dict
     steps = [p.component_task_id(t) for t in plan.types if t in p.POD_TYPES + p.PYTHON_TYPES]
     steps += [p.COPY_S3, p.RECORD_SNAPSHOT, p.PLACE]
     present = [task_id for task_id in steps if task_id in finished]
-    failures = [f for task_id in present for f in pulled(ti, task_id, OUTCOME_KEY)]
+    outcomes = [o for task_id in present for o in pulled(ti, task_id, OUTCOME_KEY)]
+    failures = [f for o in outcomes for f in (o.get("failures", []) if "batch" in o else [o])]
+    done = [name for o in outcomes if "batch" in o for name in o.get("done", [])]
     details: dict[str, Any] = {}
     for task_id in present:
         if task_id in (p.COPY_S3, p.PLACE):
             continue
-        for value in pulled(ti, task_id):
+        for value in per_system(pulled(ti, task_id)):
             if isinstance(value, Mapping) and "system" in value:
                 extra = {
                     k: v for k, v in value.items() if k not in ("artifacts", "objects", "system", "type")
@@ -104,6 +120,7 @@ def gather(estate: Estate, plan: p.TierPlan, context: Mapping[str, Any]) -> dict
         "backup": backup,
         "crumbs": crumbs,
         "failures": failures,
+        "done": done,
         "results": results,
         "copy_plans": copy_plans,
         "details": details,
@@ -114,7 +131,9 @@ def placement_step(estate: Estate, plan: p.TierPlan, context: Mapping[str, Any])
     from dr_automation.backup.copies import placement_copies
 
     record = gather(estate, plan, context)
-    outcomes = evaluate(plan, record["crumbs"], record["copy_plans"], record["failures"], record["results"])
+    outcomes = evaluate(
+        plan, record["crumbs"], record["copy_plans"], record["failures"], record["results"], record["done"]
+    )
     ok = [name for name, outcome in outcomes.items() if outcome["status"] == SUCCEEDED]
     skipped = sorted(set(outcomes) - set(ok))
     if skipped:
@@ -124,7 +143,9 @@ def placement_step(estate: Estate, plan: p.TierPlan, context: Mapping[str, Any])
 
 def manifest_step(estate: Estate, plan: p.TierPlan, context: Mapping[str, Any]) -> dict[str, Any]:
     record = gather(estate, plan, context)
-    outcomes = evaluate(plan, record["crumbs"], record["copy_plans"], record["failures"], record["results"])
+    outcomes = evaluate(
+        plan, record["crumbs"], record["copy_plans"], record["failures"], record["results"], record["done"]
+    )
     ti = context["ti"]
     retention = pulled_value(ti, p.CHECK_RETENTION)
     if retention is None:
