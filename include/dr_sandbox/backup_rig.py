@@ -232,6 +232,9 @@ class BackupRig:
                 "PRIMARY_DB_NAME": self.database.name,
                 "PRIMARY_DB_USER": self.database.role,
                 "PRIMARY_DB_PASSWORD": self.database.password,
+                "SCRATCH_DB_HOST": "127.0.0.1",  # verify_backups' scratch server: the local one
+                "SCRATCH_DB_PORT": "5432",
+                "SCRATCH_DB_USER": "postgres",
                 "AUDIT_DB_HOST": self.audit_database.host,
                 "AUDIT_DB_PORT": str(self.audit_database.port),
                 "AUDIT_DB_NAME": self.audit_database.name,

@@ -385,14 +385,14 @@ def _up(
         {**base_env, "NEO4J_PASSWORD": neo4j_password},
     )
     _wait("Neo4j stand-in", _http_ok(f"{neo4j_url}/health"))
-    seed_cluster(
-        layout.k8s_url,
-        estate,
-        {
-            secret["name"]: {secret["key"]: db.dsn},
-            neo4j_secret["name"]: {neo4j_secret["key"]: neo4j_password},
-        },
-    )
+    cluster_secrets = {
+        secret["name"]: {secret["key"]: db.dsn},
+        neo4j_secret["name"]: {neo4j_secret["key"]: neo4j_password},
+    }
+    scratch = (estate.raw.get("verification") or {}).get("scratch_credentials_secret")
+    if scratch:  # verify_backups restores dumps into scratch databases on the machine's server
+        cluster_secrets[scratch["name"]] = {scratch["key"]: database.ADMIN_DSN}
+    seed_cluster(layout.k8s_url, estate, cluster_secrets)
 
     seeded_sessions = sessions.seed(session_prefix(estate, primary_region), SEEDED_SESSIONS)
     _log(f"{len(seeded_sessions)} user sessions in {primary_region}'s session store (real Redis)")
@@ -412,6 +412,9 @@ def _up(
                 "PRIMARY_DB_NAME": db.name,
                 "PRIMARY_DB_USER": db.role,
                 "PRIMARY_DB_PASSWORD": db.password,
+                "SCRATCH_DB_HOST": "127.0.0.1",
+                "SCRATCH_DB_PORT": "5432",
+                "SCRATCH_DB_USER": "postgres",
                 "AUDIT_DB_HOST": audit_db.host,
                 "AUDIT_DB_PORT": str(audit_db.port),
                 "AUDIT_DB_NAME": audit_db.name,

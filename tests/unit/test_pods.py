@@ -296,9 +296,18 @@ def render_mapped_manifests(task: Any) -> list[dict[str, Any]] | None:
     from airflow.sdk.definitions.xcom_arg import XComArg
     from kubernetes.client import ApiClient
 
+    from dr_automation.pods import SAMPLE_ARGUMENTS
+
     values = getattr(task.expand_input, "value", None)
     if not isinstance(values, dict) or any(isinstance(v, XComArg) for v in values.values()):
-        return None
+        sample = SAMPLE_ARGUMENTS.get((task.dag_id, task.task_id))
+        if sample is None:
+            return None
+        from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+        kwargs = {k: v for k, v in task.partial_kwargs.items() if k != "map_index_template"}
+        op = KubernetesPodOperator(task_id=task.task_id, arguments=sample, **kwargs)
+        return [render_manifest(op)]
     lengths = {len(v) for v in values.values()}
     manifests = []
     for index in range(min(lengths) if lengths else 0):

@@ -361,6 +361,7 @@ def _check_cross_fields(doc: dict[str, Any]) -> None:
         _check_notifications,
         _check_business_impact,
         _check_failover_authorization,
+        _check_verification,
     )
     for check in checks:
         check(doc)
@@ -806,6 +807,13 @@ _CRON_FIELDS = (
     ("day-of-week", 0, 7, {d: i for i, d in enumerate("SUN MON TUE WED THU FRI SAT".split())}),
 )
 _CRON_ITEM = re.compile(r"^(?P<range>\*|[0-9A-Za-z]+(?:-[0-9A-Za-z]+)?)(?:/(?P<step>[0-9]+))?$")
+
+
+def _check_verification(doc: Mapping[str, Any]) -> None:
+    schedule = (doc.get("verification") or {}).get("sweep_schedule")
+    problem = cron_error(schedule) if schedule is not None else None
+    if problem:
+        raise _Problem(("verification", "sweep_schedule"), problem)
 
 
 def cron_error(expression: str) -> str | None:
