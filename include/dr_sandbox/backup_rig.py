@@ -50,12 +50,12 @@ dag = bag.dags[sys.argv[2]]
 # alert up by id but holds its serialized form): drop it here; the sandbox runs keep it.
 dag.deadline = None
 started = time.monotonic()
-run = dag.test()
+run = dag.test(run_conf=json.loads(sys.argv[3]) if len(sys.argv) > 3 else None)
 seconds = time.monotonic() - started
 with create_session() as session:
     tis = [
         {"task_id": ti.task_id, "map_index": ti.map_index, "state": str(ti.state), "try_number": ti.try_number,
-         "duration": ti.duration}
+         "duration": ti.duration, "label": ti.rendered_map_index}
         for ti in session.query(TaskInstance).filter(TaskInstance.dag_id == sys.argv[2], TaskInstance.run_id == run.run_id)
     ]
     from airflow.models.asset import AssetEvent
@@ -261,13 +261,15 @@ class BackupRig:
         }
 
     # -- running ----------------------------------------------------------------------------------
-    def run(self, dag_id: str, *, timeout: float = 900) -> dict[str, Any]:
-        """One run of `dag_id` under dag.test(); returns run_id, state, seconds and every task instance."""
+    def run(self, dag_id: str, *, conf: dict[str, Any] | None = None, timeout: float = 900) -> dict[str, Any]:
+        """One run of `dag_id` under dag.test() (with `conf`); returns run_id, state, seconds, every
+        task instance and the run's log."""
         script = self.workdir / "run_dag.py"
         script.write_text(RUN_SCRIPT)
         started = time.monotonic()
+        conf_arg = [json.dumps(conf)] if conf is not None else []
         proc = subprocess.run(
-            [sys.executable, str(script), str(self.dags_folder), dag_id],
+            [sys.executable, str(script), str(self.dags_folder), dag_id, *conf_arg],
             env=self.env,
             capture_output=True,
             text=True,

@@ -49,6 +49,8 @@ FAMILY_DAGS: dict[str, tuple[str, ...]] = {
     "failover": ("dns_failover_setup", "regional_failover", "regional_failback"),
     "health": ("region_health_monitor",),
     "readiness": ("dr_readiness_check",),
+    "verification": ("verify_backups",),
+    "restore": ("restore_from_backup",),
 }
 
 FAMILY_OPERATIONS: dict[str, tuple[Operation, ...]] = {
@@ -91,6 +93,25 @@ FAMILY_OPERATIONS: dict[str, tuple[Operation, ...]] = {
         ("kms", "DescribeKey"),
         ("rds", "DescribeDBInstances"),
     ),
+    # reads every backup, restores archives and snapshots into scratch, publishes verified RPO
+    "verification": (
+        *NOTIFY,
+        ("s3", "GetObject"),
+        ("s3", "HeadObject"),
+        ("s3", "ListObjectsV2"),
+        ("s3", "PutObject"),
+        ("s3", "ListObjectVersions"),
+        ("s3", "RestoreObject"),
+        ("s3", "DeleteObject"),
+        ("s3", "DeleteObjects"),
+        ("kms", "Decrypt"),
+        ("kms", "DescribeKey"),
+        ("rds", "DescribeDBSnapshots"),
+        ("rds", "DescribeDBInstances"),
+        ("rds", "RestoreDBInstanceFromDBSnapshot"),
+        ("rds", "DeleteDBInstance"),
+        ("monitoring", "PutMetricData"),
+    ),
 }
 
 # SigV4 service name -> IAM action prefix, where they differ.
@@ -113,6 +134,7 @@ _S3_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "GetBucketLifecycleConfiguration": ("GetLifecycleConfiguration",),
     "PutBucketLifecycleConfiguration": ("PutLifecycleConfiguration",),
     "GetBucketEncryption": ("GetEncryptionConfiguration",),
+    "DeleteObject": ("DeleteObject", "DeleteObjectVersion"),  # with a VersionId, the latter
     "RestoreObject": ("RestoreObject",),
 }
 # S3 permissions that act on a bucket (the rest act on objects).
@@ -161,6 +183,10 @@ def operations(estate: Estate, family: str) -> frozenset[Operation]:
             if tier.object_lock:  # writing with a retention date needs its own permission
                 ops.add(("s3", "PutObjectRetention"))
         return frozenset(ops)
+    if family == "restore":
+        from dr_automation.restore.plan import AWS_ACTIONS as RESTORE_ACTIONS
+
+        return frozenset((*NOTIFY, *RESTORE_ACTIONS))
     if family not in FAMILY_OPERATIONS:
         raise UnknownFamilyError(family)
     return frozenset(FAMILY_OPERATIONS[family])

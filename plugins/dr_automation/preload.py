@@ -21,6 +21,7 @@ PRELOAD_MODULES: tuple[str, ...] = (
     "airflow.providers.amazon.aws.operators.base_aws",
     "airflow.providers.amazon.aws.sensors.base_aws",
     "airflow.providers.amazon.aws.hooks.s3",
+    "airflow.providers.cncf.kubernetes.operators.pod",  # the backup, verify and restore DAGs' pods
     "httpx",
 )
 

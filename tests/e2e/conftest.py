@@ -10,6 +10,7 @@ from typing import Any
 from dr_sandbox.airflow_client import AirflowClient
 from dr_sandbox.layout import SandboxLayout
 from dr_sandbox.sandbox import down, up
+from tests.iam_check import assert_calls_within_policies
 
 
 @contextmanager
@@ -30,20 +31,8 @@ def running_sandbox(
             client.wait_for_dag(dag_id)
             client.unpause(dag_id)
         yield layout, endpoints, creds, client
-        assert_calls_within_policies(layout, endpoints)
+        assert_calls_within_policies(layout.aws_url, endpoints["estate"])
     finally:
         if client is not None:
             client.close()
         down(layout)
-
-
-def assert_calls_within_policies(layout: SandboxLayout, endpoints: dict) -> None:
-    """Every AWS call the module's DAG runs made is allowed by its family's IAM policy
-    (dr_automation.iam); run when the module's tests passed, before the sandbox stops."""
-    from dr_automation.estate import load_estate
-    from dr_automation.iam import dag_keys, undeclared
-    from dr_sandbox.aws_emulator import list_calls
-
-    estate = load_estate(endpoints["estate"])
-    gaps = undeclared(estate, list_calls(layout.aws_url), dag_keys(estate))
-    assert gaps == {}, f"AWS calls their DAG family's IAM policy does not allow: {gaps}"

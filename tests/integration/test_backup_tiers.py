@@ -31,6 +31,7 @@ from tests.backup_verify import (
     split,
     verify_manifest,
 )
+from tests.iam_check import assert_calls_within_policies
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +44,7 @@ def rig(
 ) -> Iterator[BackupRig]:
     with BackupRig(tmp_path_factory.mktemp("backup-rig"), airflow_env=airflow_env) as handle:
         yield handle
+        assert_calls_within_policies(handle.emulator.endpoint_url, handle.estate_file)
 
 
 @pytest.fixture(scope="module")

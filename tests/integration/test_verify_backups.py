@@ -17,7 +17,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -33,30 +32,11 @@ from dr_sandbox.backup_rig import BackupRig
 from dr_sandbox.k8s_api import seed_cluster
 from dr_sandbox.layout import REPO_ROOT
 from tests.backup_verify import TIER_DAGS, read_object, split
+from tests.iam_check import assert_calls_within_policies
 
 pytestmark = pytest.mark.integration
 
 SCRATCH_CONN = "dr_verify_scratch"
-RUN_SCRIPT = """
-import json, sys
-from airflow.dag_processing.dagbag import DagBag
-from airflow.models import TaskInstance
-from airflow.utils.session import create_session
-
-bag = DagBag(dag_folder=sys.argv[1])
-if bag.import_errors:
-    print("RIG_RESULT " + json.dumps({"import_errors": bag.import_errors}))
-    sys.exit(3)
-dag = bag.dags["verify_backups"]
-run = dag.test(run_conf=json.loads(sys.argv[2]))
-with create_session() as session:
-    tis = [
-        {"task_id": ti.task_id, "map_index": ti.map_index, "state": str(ti.state), "label": ti.rendered_map_index,
-         "duration": ti.duration}
-        for ti in session.query(TaskInstance).filter(TaskInstance.dag_id == "verify_backups", TaskInstance.run_id == run.run_id)
-    ]
-print("RIG_RESULT " + json.dumps({"run_id": run.run_id, "state": str(run.state), "tis": tis}))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -79,26 +59,11 @@ def rig(
         )
         clear_faults(handle.emulator.endpoint_url)
         yield handle
+        assert_calls_within_policies(handle.emulator.endpoint_url, handle.estate_file)
 
 
 def verify(rig: BackupRig, conf: dict[str, Any]) -> dict[str, Any]:
-    script = rig.workdir / "run_verify.py"
-    script.write_text(RUN_SCRIPT)
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, str(script), str(rig.dags_folder), json.dumps(conf)],
-        env=rig.env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=rig.workdir,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RIG_RESULT ")]
-    assert lines, (proc.stdout + proc.stderr)[-6000:]
-    result = json.loads(lines[-1].split(" ", 1)[1])
-    assert "import_errors" not in result, result
-    result["log"] = proc.stdout + proc.stderr
-    result["wall_seconds"] = round(time.monotonic() - started, 2)
+    result = rig.run("verify_backups", conf=conf)
     print(
         f"verify {conf}: {result['state']} in {result['wall_seconds']} s; tasks: "
         + ", ".join(
