@@ -9,6 +9,7 @@ from typing import Any
 
 from dr_sandbox.airflow_client import AirflowClient
 from dr_sandbox.layout import SandboxLayout
+from dr_sandbox.processes import running
 from dr_sandbox.sandbox import down, up
 from tests.iam_check import assert_calls_within_policies
 
@@ -31,7 +32,8 @@ def running_sandbox(
             client.wait_for_dag(dag_id)
             client.unpause(dag_id)
         yield layout, endpoints, creds, client
-        assert_calls_within_policies(layout.aws_url, endpoints["estate"])
+        if "aws-emulator" in running(layout.pids_file):  # (a module may stop its sandbox itself)
+            assert_calls_within_policies(layout.aws_url, endpoints["estate"])
     finally:
         if client is not None:
             client.close()

@@ -17,6 +17,7 @@ from dr_sandbox import database
 from dr_sandbox.airflow_client import AirflowClient
 from dr_sandbox.sandbox import down, resolve
 from tests.e2e.conftest import running_sandbox
+from tests.iam_check import assert_calls_within_policies
 
 pytestmark = pytest.mark.e2e
 
@@ -136,6 +137,7 @@ def test_primary_down_moves_dns_to_the_secondary_after_interval_times_threshold(
 
 def test_down_stops_everything_and_nothing_keeps_listening(sandbox):
     layout, endpoints, _ = sandbox
+    assert_calls_within_policies(layout.aws_url, endpoints["estate"])  # before the emulator stops
     result = down(layout)
     assert "airflow-api-server" in result["stopped"] and "aws-emulator" in result["stopped"]
     time.sleep(0.5)
