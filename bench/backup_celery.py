@@ -12,7 +12,6 @@ run counts only with a complete manifest of every system. Prints one JSON docume
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -49,7 +48,15 @@ def measure(systems: int, workers: int) -> dict[str, Any]:
 
     base = load_estate(DEFAULT_ESTATE_PATH)
     scaled = scale_tier(
-        {"tiers": {TIER: {"systems": copy.deepcopy(list(base.raw["tiers"][TIER]["systems"]))}}}, TIER, systems
+        {
+            "tiers": {
+                TIER: {
+                    "systems": json.loads(json.dumps(list(base.raw["tiers"][TIER]["systems"]), default=dict))
+                }
+            }
+        },
+        TIER,
+        systems,
     )
     saved = {k: os.environ.get(k) for k in (airflow_runtime.EXECUTOR_ENV, airflow_runtime.CELERY_WORKERS_ENV)}
     os.environ[airflow_runtime.EXECUTOR_ENV] = "celery"
