@@ -317,19 +317,22 @@ def test_every_region_down_fires_all_regions_down(apps, connections) -> None:
     assert event["unhealthy_regions"] == sorted(HOSTS)
 
 
+async def die_after_cycles(trigger: RegionHealthTrigger, dsn: str, cycles: int) -> None:
+    """Run the trigger until its serving region has `cycles` cycles on record, then kill it (as a
+    triggerer dying between two cycles would)."""
+    task = asyncio.ensure_future(first_event(trigger, timeout=30))
+    await wait_for_primary_cycles(dsn, trigger.monitor_id, cycles)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 def test_restart_continues_the_count_and_fires_on_the_next_failed_cycle(apps, connections) -> None:
     apps[PRIMARY].set_mode("down")
     kwargs = trigger_kwargs(apps)
     first = roundtrip(RegionHealthTrigger(**kwargs))
 
-    async def interrupted() -> None:
-        task = asyncio.ensure_future(first_event(first, timeout=30))
-        await wait_for_primary_cycles(connections["dsn"], first.monitor_id, 2)
-        task.cancel()  # the triggerer dies between cycles 2 and 3
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-    asyncio.run(interrupted())
+    asyncio.run(die_after_cycles(first, connections["dsn"], 2))  # the triggerer dies between cycles 2 and 3
     assert [r["consecutive_failures"] for r in primary_rows(connections["dsn"], first.monitor_id)] == [1, 2]
 
     # Another triggerer picks the trigger up from its serialized kwargs (same monitor run).
@@ -353,14 +356,7 @@ def test_restart_after_recovery_resets_instead_of_firing(apps, connections) -> N
     kwargs = trigger_kwargs(apps)
     first = roundtrip(RegionHealthTrigger(**kwargs))
 
-    async def interrupted() -> None:
-        task = asyncio.ensure_future(first_event(first, timeout=30))
-        await wait_for_primary_cycles(connections["dsn"], first.monitor_id, 2)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-    asyncio.run(interrupted())
+    asyncio.run(die_after_cycles(first, connections["dsn"], 2))  # the triggerer dies between cycles 2 and 3
     apps[PRIMARY].set_mode("healthy")
     second = roundtrip(RegionHealthTrigger(**kwargs))
     assert asyncio.run(first_event(second, timeout=8 * INTERVAL)) is None
