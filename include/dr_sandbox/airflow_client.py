@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 TERMINAL_RUN_STATES = {"success", "failed"}
+IDEMPOTENT_ATTEMPTS = 4
 
 
 class AirflowAPIError(RuntimeError):
@@ -32,7 +33,14 @@ class AirflowClient:
         self._http.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        r = self._http.request(method, f"/api/v2{path}", **kwargs)
+        """One API call; an idempotent one (GET, PATCH) is tried again on a server error, as the
+        sandbox's SQLite metadata database can be briefly locked ("Database error") under load."""
+        attempts = IDEMPOTENT_ATTEMPTS if method.upper() in ("GET", "PATCH") else 1
+        for attempt in range(1, attempts + 1):
+            r = self._http.request(method, f"/api/v2{path}", **kwargs)
+            if r.status_code < 500 or attempt == attempts:
+                break
+            time.sleep(0.5 * attempt)
         if r.status_code >= 400:
             raise AirflowAPIError(r)
         return r.json() if r.content else None
@@ -61,7 +69,18 @@ class AirflowClient:
         body: dict[str, Any] = {"logical_date": None, "conf": conf or {}}
         if run_id:
             body["dag_run_id"] = run_id
-        return self.request("POST", f"/dags/{dag_id}/dagRuns", json=body)
+        for attempt in range(1, IDEMPOTENT_ATTEMPTS + 1):
+            try:
+                return self.request("POST", f"/dags/{dag_id}/dagRuns", json=body)
+            except AirflowAPIError as exc:
+                # with its own run id a trigger is idempotent: after a server error, try again, and a
+                # 409 then means the first try had created the run
+                if run_id and exc.status_code == 409 and attempt > 1:
+                    return self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+                if not run_id or exc.status_code < 500 or attempt == IDEMPOTENT_ATTEMPTS:
+                    raise
+                time.sleep(0.5 * attempt)
+        raise AssertionError("unreachable")
 
     def wait_for_run(self, dag_id: str, run_id: str, *, timeout: float = 300.0) -> dict:
         deadline = time.monotonic() + timeout

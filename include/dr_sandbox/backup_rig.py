@@ -286,6 +286,33 @@ class BackupRig:
         result["log"] = proc.stdout + proc.stderr
         return result
 
+    def use_scratch_server(self) -> None:
+        """Point the estate's scratch server (where verification and drills restore dumps) at the
+        machine's PostgreSQL, as a role that may create databases: the Secret the pods read and the
+        Airflow connection the tasks use."""
+        from dr_sandbox.database import ADMIN_DSN
+        from dr_sandbox.k8s_api import seed_cluster
+
+        verification = self.estate.raw["verification"]
+        secret = verification["scratch_credentials_secret"]
+        seed_cluster(self.k8s, self.estate, {secret["name"]: {secret["key"]: ADMIN_DSN}})
+        self.env[f"AIRFLOW_CONN_{verification['scratch_connection'].upper()}"] = json.dumps(
+            {
+                "conn_type": "postgres",
+                "host": "127.0.0.1",
+                "port": 5432,
+                "login": "postgres",
+                "schema": "postgres",
+            }
+        )
+
+    def task_env(self) -> Any:
+        """A context in which this process reaches the rig's AWS and connections as its tasks do."""
+        import unittest.mock
+
+        wanted = {k: v for k, v in self.env.items() if k.startswith(("AIRFLOW_CONN_", "AWS_"))}
+        return unittest.mock.patch.dict(os.environ, wanted)
+
     def aws(self, service: str, region: str = "us-east-1") -> Any:
         import boto3
 

@@ -2,7 +2,7 @@
 
 Everything binds to loopback. The default layout is the documented one (moto on :5000, DNS on
 :5353, Kubernetes on :6443, Airflow on :8080, the webhook sink on :5080, one 127.0.N.1 address per
-region); tests build a
+region with its app on :8000 and its drill-stack app on :8100); tests build a
 layout on free ports so they never collide with a running `make up`.
 """
 
@@ -45,6 +45,8 @@ class SandboxLayout:
     k8s_port: int = 6443
     airflow_port: int = 8080
     app_port: int = 8000
+    # the standing drill stack: one more regional app per region, the only apps drills may fail
+    drill_app_port: int = 8100
     # the chat / status-page webhook stand-in (dr_sandbox.webhook_sink)
     sink_port: int = 5080
     # region name -> its own loopback address (filled from the estate's regions, in order)
@@ -119,6 +121,9 @@ class SandboxLayout:
     def app_url(self, region: str) -> str:
         return f"http://{self.region_hosts[region]}:{self.app_port}"
 
+    def drill_app_url(self, region: str) -> str:
+        return f"http://{self.region_hosts[region]}:{self.drill_app_port}"
+
     def with_regions(self, regions: list[str]) -> SandboxLayout:
         """Give each region its own loopback address: 127.0.1.1, 127.0.2.1, ... (kept if set)."""
         hosts = dict(self.region_hosts)
@@ -164,6 +169,7 @@ class SandboxLayout:
             airflow_port=free_port(host),
             sink_port=free_port(host),
             app_port=free_port("127.9.1.1"),
+            drill_app_port=free_port("127.9.1.1"),
             region_hosts={name: f"127.9.{i}.1" for i, name in enumerate(regions, start=1)},
             database_name=f"dr_sandbox_test_{os.getpid()}",
         )

@@ -32,6 +32,8 @@ SIMULATED = {
     "kubernetes": "the Kubernetes API is the sandbox stand-in; toolbox pods run as local processes, other "
     "images complete as simulated",
     "regions": "each region is a small HTTP app on its own loopback address",
+    "drill_stack": "the standing drill stack is a second regional app per region (same address, its own "
+    "port, no database, no metrics), failed through its POST /_control by the drills",
     "session_stores": "each region's ElastiCache is the machine's real Redis, regions kept apart by key prefix",
     "compute_and_load_balancers": "Auto Scaling groups and load balancers (with their write gates) exist in "
     "moto only; the regional apps are reached directly, not through them",
@@ -91,6 +93,16 @@ def sandbox_estate(layout: SandboxLayout, base: Path, *, neo4j_url: str | None =
             "hostname": region["endpoint"]["hostname"],
             "port": layout.app_port,
             "protocol": "HTTP",
+        }
+    if "drills" in data:  # drills fail these apps, never the production ones above
+        data["drills"]["stack"] = {
+            name: {
+                "address": layout.region_hosts[name],
+                "port": layout.drill_app_port,
+                "protocol": "HTTP",
+                "control_url": layout.drill_app_url(name),
+            }
+            for name in data["regions"]
         }
     hc = data["route53"]["health_check"]
     hc["type"] = "HTTP"
@@ -207,6 +219,10 @@ def _check_ports(layout: SandboxLayout) -> None:
         ("webhook sink", layout.host, layout.sink_port, socket.SOCK_STREAM),
         ("Airflow api-server", layout.host, layout.airflow_port, socket.SOCK_STREAM),
         *[(f"app {r}", h, layout.app_port, socket.SOCK_STREAM) for r, h in layout.region_hosts.items()],
+        *[
+            (f"drill app {r}", h, layout.drill_app_port, socket.SOCK_STREAM)
+            for r, h in layout.region_hosts.items()
+        ],
     ]
     busy = [
         f"{what} {host}:{port}" for what, host, port, kind in wanted if not port_is_free(host, port, kind)
@@ -304,18 +320,19 @@ def _up(
             region_addresses={r: (h, layout.app_port) for r, h in layout.region_hosts.items()},
         )
 
+    def app_argv(region: str, host: str, port: int, *extra: str) -> list[str]:
+        return _python_module(
+            "dr_sandbox.regional_app", "--region", region, "--host", host, "--port", str(port), *extra
+        )
+
     for region, host in layout.region_hosts.items():
         _log(f"regional app {region} on {layout.app_url(region)}")
         start(
             f"app-{region}",
-            _python_module(
-                "dr_sandbox.regional_app",
-                "--region",
+            app_argv(
                 region,
-                "--host",
                 host,
-                "--port",
-                str(layout.app_port),
+                layout.app_port,
                 "--dsn-env",
                 "PRIMARY_DB_DSN",
                 "--cloudwatch-endpoint",
@@ -325,8 +342,11 @@ def _up(
             ),
             {**base_env, "PRIMARY_DB_DSN": db.dsn, "AWS_DEFAULT_REGION": region},
         )
+        # The drill stack: no database and no metrics, so failing it never shows in production's.
+        start(f"drill-app-{region}", app_argv(region, host, layout.drill_app_port))
     for region in layout.region_hosts:
         _wait(f"app {region}", _http_ok(f"{layout.app_url(region)}/health"))
+        _wait(f"drill app {region}", _http_ok(f"{layout.drill_app_url(region)}/health"))
 
     _log(f"webhook sink (chat and status-page webhooks) on {layout.sink_url}")
     start(
@@ -458,6 +478,10 @@ def _up(
                 "url": layout.app_url(r),
                 "role": estate.regions[r].role,
             }
+            for r, h in layout.region_hosts.items()
+        },
+        "drill_stack": {
+            r: {"address": h, "port": layout.drill_app_port, "url": layout.drill_app_url(r)}
             for r, h in layout.region_hosts.items()
         },
         "database": db.public(),

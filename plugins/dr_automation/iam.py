@@ -51,7 +51,27 @@ FAMILY_DAGS: dict[str, tuple[str, ...]] = {
     "readiness": ("dr_readiness_check",),
     "verification": ("verify_backups",),
     "restore": ("restore_from_backup",),
+    "drills": (
+        "dr_test_quarterly",
+        "dr_test_database_failure",
+        "dr_test_region_outage",
+        "dr_test_complete_disaster",
+        "dr_test_data_corruption",
+        "dr_test_security_incident",
+    ),
 }
+# What the drill framework itself calls (results, reports under Object Lock, past reports); each
+# scenario adds its own (``dr_automation.drills.scenarios.<name>.AWS_ACTIONS``).
+DRILL_FRAMEWORK: tuple[Operation, ...] = (
+    ("s3", "PutObject"),
+    ("s3", "GetObject"),
+    ("s3", "ListObjectsV2"),
+    ("s3", "PutObjectRetention"),
+    ("kms", "GenerateDataKey"),
+    ("kms", "Decrypt"),
+)
+# What a drill makes for itself is named dr-drill-<scenario>-<hash> (dr_automation.drills.scenario).
+DRILL_RESOURCE_PREFIX = "dr-drill-"
 
 FAMILY_OPERATIONS: dict[str, tuple[Operation, ...]] = {
     "failover": (
@@ -187,9 +207,25 @@ def operations(estate: Estate, family: str) -> frozenset[Operation]:
         from dr_automation.restore.plan import AWS_ACTIONS as RESTORE_ACTIONS
 
         return frozenset((*NOTIFY, *RESTORE_ACTIONS))
+    if family == "drills":
+        return frozenset((*NOTIFY, *DRILL_FRAMEWORK, *drill_scenario_operations()))
     if family not in FAMILY_OPERATIONS:
         raise UnknownFamilyError(family)
     return frozenset(FAMILY_OPERATIONS[family])
+
+
+def drill_scenario_operations() -> set[Operation]:
+    import importlib
+
+    from dr_automation.drills.report import SCENARIOS
+
+    ops: set[Operation] = set()
+    for name in SCENARIOS:
+        module = importlib.import_module(f"dr_automation.drills.scenarios.{name}")
+        for entry in module.AWS_ACTIONS:
+            service, _, action = entry.partition(":")
+            ops.add((service, action))
+    return ops
 
 
 def iam_actions(service: str, action: str) -> tuple[str, ...]:
@@ -215,8 +251,16 @@ def _buckets(estate: Estate) -> list[str]:
 
 
 def policy_document(estate: Estate, family: str) -> dict[str, Any]:
-    """The family's IAM policy for this estate: least privilege, S3 and Route 53 scoped."""
+    """The family's IAM policy for this estate: least privilege, S3 and Route 53 scoped.
+
+    The drills' family also makes and removes resources of its own (an IAM user, a secret, an Object
+    Lock bucket, objects under ``drills/``): what only it needs is scoped to those names, so a drill
+    role can never delete a production bucket, user or secret."""
     actions = sorted(allowed(estate, family))
+    drill_only: list[str] = []
+    if family == "drills":
+        drill_only = [a for a in actions if _drill_scoped(a)]
+        actions = [a for a in actions if not _drill_scoped(a)]
     buckets = _buckets(estate)
     s3_bucket = [a for a in actions if a.startswith("s3:") and a[3:] in _S3_BUCKET_LEVEL]
     s3_object = [a for a in actions if a.startswith("s3:") and a[3:] not in _S3_BUCKET_LEVEL]
@@ -234,7 +278,51 @@ def policy_document(estate: Estate, family: str) -> dict[str, Any]:
         statements.append(_statement("Route53Zone", zone_scoped, ["arn:aws:route53:::hostedzone/*"]))
     if other:
         statements.append(_statement("NoResourceLevelPermissions", other, ["*"]))
+    statements.extend(_drill_statements(estate, drill_only, buckets))
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _drill_scoped(action: str) -> bool:
+    """Whether a drill may do this only to what drills make: every write, delete and IAM change."""
+    service, _, name = action.partition(":")
+    if service == "s3":
+        return not name.startswith(("Get", "List", "Head"))
+    if service == "secretsmanager":
+        return name != "ListSecrets"  # (list has no resource-level permission)
+    return service == "iam" or action == "route53:ChangeResourceRecordSets"
+
+
+def _drill_statements(estate: Estate, actions: list[str], buckets: list[str]) -> list[dict[str, Any]]:
+    """What drills change, on what drills make: ``dr-drill-*`` names, ``drills/`` and
+    ``reports/drills/`` keys, and DNS records under ``drills.record_domain``."""
+    own = DRILL_RESOURCE_PREFIX
+    scopes = {
+        "s3": [
+            f"arn:aws:s3:::{own}*",
+            f"arn:aws:s3:::{own}*/*",
+            *(f"arn:aws:s3:::{b}/{p}*" for b in buckets for p in ("drills/", "reports/drills/")),
+        ],
+        "iam": [f"arn:aws:iam::*:user/{own}*"],
+        "secretsmanager": [f"arn:aws:secretsmanager:*:*:secret:{own}*"],
+    }
+    statements = []
+    for service, resources in scopes.items():
+        mine = [a for a in actions if a.startswith(f"{service}:")]
+        if mine:
+            sid = {"s3": "S3", "iam": "Iam", "secretsmanager": "SecretsManager"}[service]
+            statements.append(_statement(f"DrillOwned{sid}", mine, resources))
+    if "route53:ChangeResourceRecordSets" in actions:
+        records = _statement(
+            "DrillRecords", ["route53:ChangeResourceRecordSets"], ["arn:aws:route53:::hostedzone/*"]
+        )
+        domain = (estate.raw.get("drills") or {}).get("record_domain", "drill.invalid")
+        records["Condition"] = {
+            "ForAllValues:StringLike": {
+                "route53:ChangeResourceRecordSetsNormalizedRecordNames": [f"*.{domain}"]
+            }
+        }
+        statements.append(records)
+    return statements
 
 
 def _statement(sid: str, actions: Iterable[str], resources: list[str]) -> dict[str, Any]:

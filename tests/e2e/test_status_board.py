@@ -14,23 +14,12 @@ import psycopg2
 import pytest
 
 from dr_automation.estate import load_estate
-from tests.e2e.conftest import running_sandbox
+from tests.e2e.conftest import open_board, running_sandbox
 from tests.e2e.failover_helpers import FAILOVER, answer, aws_client, run, tis, wait_task_state
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 MONITOR = "region_health_monitor"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 APPROVAL_CONF = {
     "target_region": "us-west-2",
     "reason": "status board e2e: a level-2 request waits for an approver",
@@ -54,18 +43,6 @@ def sandbox(tmp_path_factory):
             yield ctx
         finally:
             client.pause(MONITOR)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _health_rows(dsn: str, sql: str, params: tuple = ()) -> list[tuple]:
@@ -110,19 +87,8 @@ def test_signed_in_user_sees_the_sandbox_state_on_the_board(sandbox, browser, tm
     client.trigger(FAILOVER, APPROVAL_CONF, run_id=RUN_ID)
     wait_task_state(client, FAILOVER, RUN_ID, "await_approval", "awaiting_input")
 
-    context = browser.new_context(viewport={"width": 1400, "height": 1600})
-    page = context.new_page()
-    page.goto(f"{layout.airflow_url}/auth/login?next=/dags", wait_until="networkidle")
-    page.locator("input[name=username]").fill(creds["username"])
-    page.locator("input[name=password]").fill(creds["password"])
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**/dags", timeout=30_000)
-    # the board is an entry of the UI's navigation, shown in the UI's frame
-    page.get_by_role("link", name="DR status").click()
-    page.wait_for_url("**/plugin/dr-status", timeout=30_000)
-    board = page.frame_locator('iframe[src="/dr-status/"]')
+    context, page, board = open_board(browser, layout, creds)
     serving = board.locator("#serving")
-    serving.wait_for(timeout=60_000)
     page.screenshot(path=str(tmp_path / "status_board_in_airflow_ui.png"), full_page=True)
 
     # serving region: what DNS answers now

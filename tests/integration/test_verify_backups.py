@@ -29,7 +29,6 @@ from dr_automation.backup.plan import backup_id, tier_plan
 from dr_sandbox import database
 from dr_sandbox.aws_emulator import clear_faults
 from dr_sandbox.backup_rig import BackupRig
-from dr_sandbox.k8s_api import seed_cluster
 from dr_sandbox.layout import REPO_ROOT
 from tests.backup_verify import TIER_DAGS, read_object, split
 from tests.iam_check import assert_calls_within_policies
@@ -45,18 +44,7 @@ def rig(
 ) -> Iterator[BackupRig]:
     with BackupRig(tmp_path_factory.mktemp("verify-rig"), airflow_env=airflow_env) as handle:
         shutil.copy(REPO_ROOT / "dags" / "verify_backups.py", handle.dags_folder / "verify_backups.py")
-        # the scratch PostgreSQL server: the machine's server, as a role allowed to create databases
-        secret = handle.estate.raw["verification"]["scratch_credentials_secret"]
-        seed_cluster(handle.k8s, handle.estate, {secret["name"]: {secret["key"]: database.ADMIN_DSN}})
-        handle.env[f"AIRFLOW_CONN_{SCRATCH_CONN.upper()}"] = json.dumps(
-            {
-                "conn_type": "postgres",
-                "host": "127.0.0.1",
-                "port": 5432,
-                "login": "postgres",
-                "schema": "postgres",
-            }
-        )
+        handle.use_scratch_server()  # dumps are restored into the machine's server
         clear_faults(handle.emulator.endpoint_url)
         yield handle
         assert_calls_within_policies(handle.emulator.endpoint_url, handle.estate_file)

@@ -56,6 +56,9 @@ def test_every_scenario_passing_is_high_readiness(estate: Estate) -> None:
     )
     assert out["business_impact"]["simulated_outage_hours"] == pytest.approx(5 * 300 / 3600, abs=1e-4)
     assert out["business_impact"]["revenue_loss"]["total"] > 0
+    # 25 min down in a 30-day month: 99.94 % uptime, below the 99.95 % target: the 10 % credit line
+    assert out["business_impact"]["sla"]["uptime_percent"] == pytest.approx(99.94, abs=0.01)
+    assert out["business_impact"]["sla"]["credit_share"] == 0.10
 
 
 def test_one_failed_scenario_is_80_percent_medium_with_a_recommendation_naming_it(estate: Estate) -> None:

@@ -733,6 +733,36 @@ BAD_DOCS = [
         id="failure-level-dag-id-too-long",
     ),
     pytest.param(
+        _set("drills", "report_bucket", value="leanvibe-backups-prod"),
+        "drills.report_bucket",
+        "is not one of archive.buckets",
+        id="drill-report-bucket-not-object-locked",
+    ),
+    pytest.param(
+        _set("drills", "record_domain", value="drill.example.com"),
+        "drills.record_domain",
+        "is not inside route53.hosted_zone 'leanvibe.ai'",
+        id="drill-records-outside-the-zone",
+    ),
+    pytest.param(
+        _set("drills", "stakeholders", value=["CTO", "Janitor"]),
+        "drills.stakeholders[1]",
+        "'Janitor' is not in the stakeholder matrix",
+        id="drill-stakeholder-unknown",
+    ),
+    pytest.param(
+        _set("drills", "stack", "ap-south-1", value={"address": "198.51.100.140", "port": 443}),
+        "drills.stack.ap-south-1",
+        "region 'ap-south-1' is not defined in regions",
+        id="drill-stack-unknown-region",
+    ),
+    pytest.param(
+        _set("drills", "objectives", "region_outage", "rto_minutes", value=0),
+        "drills.objectives.region_outage.rto_minutes",
+        "greater than 0",
+        id="drill-objective-zero-rto",
+    ),
+    pytest.param(
         _set("notifications", "failure_levels", "dags", "regional_failover\n", value=3),
         "notifications.failure_levels.dags.regional_failover\n",
         "is not a valid DAG id",

@@ -60,9 +60,18 @@ def test_s3_is_scoped_to_the_estates_buckets_and_failover_may_not_touch_backups_
     failover = allowed(estate, "failover")
     assert "route53:ChangeResourceRecordSets" in failover and "s3:PutLifecycleConfiguration" not in failover
     assert "route53:ChangeResourceRecordSets" not in allowed(estate, "backup")
-    assert not any(a.startswith(("iam:", "s3:DeleteBucket")) for f in families() for a in allowed(estate, f))
-    # only the families that read sealed backups back may decrypt them
-    assert {f for f in families() if "kms:Decrypt" in allowed(estate, f)} == {"verification", "restore"}
+    assert not any(
+        a.startswith(("iam:", "s3:DeleteBucket"))
+        for f in families()
+        if f != "drills"
+        for a in allowed(estate, f)
+    )
+    # only the families that read sealed backups back may decrypt them (drills restore them too)
+    assert {f for f in families() if "kms:Decrypt" in allowed(estate, f)} == {
+        "verification",
+        "restore",
+        "drills",
+    }
 
 
 def test_unknown_family_is_refused_by_name(estate: Estate) -> None:
@@ -86,10 +95,32 @@ def test_undeclared_calls_are_reported_per_family(estate: Estate) -> None:
             "caller": "Op",
             "dag_key": key_of["backup_tier1_realtime"],
         },
-        {"service": "iam", "action": "CreateUser", "caller": "Unknown", "dag_key": None},
+        {"service": "iam", "action": "DeleteRole", "caller": "Unknown", "dag_key": None},
         {"service": "s3", "action": "DeleteBucket", "caller": None, "dag_key": None},  # the sandbox's own
     ]
     assert undeclared(estate, calls, keys) == {
         "backup": ["route53:ChangeResourceRecordSets"],
-        "(no DAG: Unknown)": ["iam:CreateUser"],
+        "(no DAG: Unknown)": ["iam:DeleteRole"],
     }
+
+
+def test_what_drills_change_is_scoped_to_what_drills_make(estate: Estate) -> None:
+    """A drill role may create and delete users, secrets, buckets, objects and DNS records: only
+    its own (dr-drill-* names, drills/ keys, records under the drill domain)."""
+    statements = {s["Sid"]: s for s in policy_document(estate, "drills")["Statement"]}
+    iam = statements["DrillOwnedIam"]
+    assert "iam:DeleteUser" in iam["Action"] and iam["Resource"] == ["arn:aws:iam::*:user/dr-drill-*"]
+    s3 = statements["DrillOwnedS3"]
+    assert {"s3:DeleteBucket", "s3:DeleteObject", "s3:PutObject"} <= set(s3["Action"])
+    assert "arn:aws:s3:::leanvibe-backups-prod/drills/*" in s3["Resource"]
+    assert not any(r in ("*", "arn:aws:s3:::leanvibe-backups-prod/*") for r in s3["Resource"])
+    secrets = statements["DrillOwnedSecretsManager"]
+    assert "secretsmanager:DeleteSecret" in secrets["Action"]
+    assert secrets["Resource"] == ["arn:aws:secretsmanager:*:*:secret:dr-drill-*"]
+    records = statements["DrillRecords"]
+    assert records["Condition"]["ForAllValues:StringLike"][
+        "route53:ChangeResourceRecordSetsNormalizedRecordNames"
+    ] == ["*.drill.leanvibe.ai"]
+    elsewhere = [a for sid, s in statements.items() if not sid.startswith("Drill") for a in s["Action"]]
+    assert not [a for a in elsewhere if a.startswith(("iam:", "s3:Delete", "s3:Put", "secretsmanager:Put"))]
+    assert "route53:ChangeResourceRecordSets" not in elsewhere

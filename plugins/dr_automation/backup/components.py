@@ -91,6 +91,20 @@ def error_code(exc: BaseException) -> str:
     return str((response or {}).get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
+def delete_versions(client: Any, bucket: str, prefix: str) -> int:
+    """Delete every version and delete marker under `prefix` (the buckets are versioned)."""
+    deleted = 0
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        versions = [
+            {"Key": v["Key"], "VersionId": v["VersionId"]}
+            for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
+        ]
+        if versions:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": versions, "Quiet": True})
+            deleted += len(versions)
+    return deleted
+
+
 def is_permanent(exc: BaseException) -> bool:
     return isinstance(exc, BackupError) or error_code(exc) in PERMANENT_ERROR_CODES
 

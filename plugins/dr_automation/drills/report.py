@@ -92,7 +92,7 @@ def summarise(
     dag_id: str = "dr_test_quarterly",
 ) -> dict[str, Any]:
     """The drill report (JSON-ready) from the scenarios' results and the past drills' reports."""
-    from dr_automation.incidents.impact import revenue_loss
+    from dr_automation.incidents.impact import revenue_loss, sla_credit, uptime_percent
 
     if not results:
         raise DrillReportError("results", "a drill needs at least one scenario result")
@@ -113,6 +113,13 @@ def summarise(
     rate = passed / len(scenarios)
     outage_hours = sum((s.get("rto_seconds") or 0) for s in scenarios) / 3600
     loss = revenue_loss(estate, outage_hours=outage_hours, affected_share=1.0)
+    # had this outage happened in production: the month's uptime and the SLA credit it would owe
+    month_minutes = 30 * 24 * 60
+    uptime = uptime_percent(
+        period_minutes=month_minutes, downtime_minutes=min(outage_hours * 60, month_minutes)
+    )
+    monthly_revenue = revenue_loss(estate, outage_hours=month_minutes / 60).total
+    credit = sla_credit(estate, uptime_percent=uptime, monthly_revenue=monthly_revenue)
     return {
         "format": REPORT_FORMAT,
         "drill_id": drill_id,
@@ -129,7 +136,11 @@ def summarise(
         else "MEDIUM"
         if rate >= OVERALL_SUCCESS_RATE
         else "LOW",
-        "business_impact": {"simulated_outage_hours": round(outage_hours, 4), "revenue_loss": loss.as_dict()},
+        "business_impact": {
+            "simulated_outage_hours": round(outage_hours, 4),
+            "revenue_loss": loss.as_dict(),
+            "sla": credit.as_dict(),
+        },
         "recommendations": recommendations(scenarios),
         "trend": [
             {
@@ -221,7 +232,26 @@ def render_html(report: Mapping[str, Any]) -> str:
         + _trend(report.get("trend") or [])
         + f"<h2>Recommendations</h2><ul>{advice}</ul>"
         f"<p>Business impact of the simulated outage: {esc(_money(report['business_impact']['revenue_loss']))} "
-        f"over {report['business_impact']['simulated_outage_hours']} h.</p></body></html>"
+        f"over {report['business_impact']['simulated_outage_hours']} h{_sla(report['business_impact'])}.</p>"
+        f"{_simulated(report.get('simulated') or [])}</body></html>"
+    )
+
+
+def _sla(impact: Mapping[str, Any]) -> str:
+    sla = impact.get("sla")
+    if not sla:
+        return ""
+    owed = f"an SLA credit of {sla['credit_share'] * 100:.0f} %" if sla["credit_share"] else "no SLA credit"
+    return html.escape(f"; in a 30-day month that is {sla['uptime_percent']} % uptime and {owed}")
+
+
+def _simulated(items: Sequence[str]) -> str:
+    if not items:
+        return ""
+    return (
+        "<h2>Simulated in this drill</h2><ul>"
+        + "".join(f"<li>{html.escape(i)}</li>" for i in items)
+        + "</ul>"
     )
 
 

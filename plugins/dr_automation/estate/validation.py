@@ -362,6 +362,7 @@ def _check_cross_fields(doc: dict[str, Any]) -> None:
         _check_business_impact,
         _check_failover_authorization,
         _check_verification,
+        _check_drills,
     )
     for check in checks:
         check(doc)
@@ -807,6 +808,47 @@ _CRON_FIELDS = (
     ("day-of-week", 0, 7, {d: i for i, d in enumerate("SUN MON TUE WED THU FRI SAT".split())}),
 )
 _CRON_ITEM = re.compile(r"^(?P<range>\*|[0-9A-Za-z]+(?:-[0-9A-Za-z]+)?)(?:/(?P<step>[0-9]+))?$")
+
+
+def _check_drills(doc: Mapping[str, Any]) -> None:
+    """Drills report into the Object Lock archive, fail only stack regions the estate has, name their
+    records inside the hosted zone and report to people the stakeholder matrix knows."""
+    drills = doc.get("drills")
+    if not drills:
+        return
+    problem = cron_error(drills["schedule"])
+    if problem:
+        raise _Problem(("drills", "schedule"), problem)
+    archive = list(((doc.get("archive") or {}).get("buckets") or {}).values())
+    if drills["report_bucket"] not in archive:
+        raise _Problem(
+            ("drills", "report_bucket"),
+            f"{drills['report_bucket']!r} is not one of archive.buckets ({', '.join(archive) or 'none'}): "
+            "drill reports are kept under Object Lock",
+        )
+    for region in drills["stack"]:
+        _require_region(doc, ("drills", "stack", region), region)
+    zone = doc["route53"]["hosted_zone"].rstrip(".")
+    domain = drills["record_domain"].rstrip(".")
+    if not domain.endswith(f".{zone}"):
+        raise _Problem(("drills", "record_domain"), f"{domain!r} is not inside route53.hosted_zone {zone!r}")
+    if domain == doc["route53"]["record_name"].rstrip(".") or doc["route53"]["record_name"].rstrip(
+        "."
+    ).endswith(f".{domain}"):
+        raise _Problem(
+            ("drills", "record_domain"), "must not contain the production record route53.record_name"
+        )
+    known = [
+        str(item.get("role") or item.get("group"))
+        for audience in ("internal", "external")
+        for item in doc["stakeholders"][audience]
+    ]
+    for i, name in enumerate(drills["stakeholders"]):
+        if name not in known:
+            raise _Problem(
+                ("drills", "stakeholders", i),
+                f"{name!r} is not in the stakeholder matrix ({', '.join(known)})",
+            )
 
 
 def _check_verification(doc: Mapping[str, Any]) -> None:

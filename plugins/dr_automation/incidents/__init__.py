@@ -25,6 +25,7 @@ from dr_automation.incidents.routing import (
     AS_REQUIRED,
     Recipient,
     failure_level,
+    named,
     route,
     routing_table,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "failure_level",
     "incident_level",
     "incident_levels",
+    "named",
     "revenue_loss",
     "route",
     "routing_table",

@@ -8,7 +8,7 @@ outage from a customer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
@@ -133,6 +133,23 @@ def route(
             selected.append(_recipient(estate, audience, item))
         plan.extend(sorted(selected, key=_urgency))
     return plan
+
+
+def named(estate: Estate, names: Collection[str]) -> list[Recipient]:
+    """The matrix's stakeholders with these role/group names, whatever their level (a drill report
+    goes to whom the drills section names, not to an incident level's route)."""
+    stakeholders = estate.section("stakeholders")
+    found = {
+        str(item[_NAME_FIELD[audience]]): _recipient(estate, audience, item)
+        for audience in ("internal", "external")
+        for item in stakeholders[audience]
+    }
+    unknown = [n for n in names if n not in found]
+    if unknown:
+        raise IncidentInputError(
+            "stakeholders", f"{unknown[0]!r} is not in the stakeholder matrix (known: {', '.join(found)})"
+        )
+    return [found[n] for n in names]
 
 
 def routing_table(

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from airflow.sdk import BaseNotifier
 
-from dr_automation.incidents import IncidentInputError, IncidentLevel, Recipient, incident_level, route
+from dr_automation.incidents import IncidentInputError, IncidentLevel, Recipient, incident_level, named, route
 from dr_automation.notifications.channels import (
     CHANNEL_NOTIFIERS,
     AuditedNotifier,
@@ -314,8 +314,9 @@ def notify_incident(
     audit: AuditLog | None = None,
     retries: int = 2,
     retry_delay_seconds: float = 1.0,
+    stakeholders: Collection[str] | None = None,
 ) -> dict[str, Any]:
-    """Notify the level's route; validate everything first, then deliver and audit each message.
+    """Notify the level's route (or the named ``stakeholders`` of the matrix, e.g. a drill report's); validate everything first, then deliver and audit each message.
 
     Returns ``{"incident_id", "level", "level_name", "deliveries": [per recipient and channel:
     recipient, audience, channel, target, deadline, status, attempts, error], "counts": {"sent",
@@ -341,13 +342,13 @@ def notify_incident(
     wanted = AUDIENCES if audiences is None else frozenset(audiences)
     if isinstance(audiences, str) or not wanted or not wanted <= AUDIENCES:
         raise IncidentInputError("audiences", f"must be a non-empty subset of {sorted(AUDIENCES)}")
-    recipients = [
-        r
-        for r in route(
+    if stakeholders is not None:
+        candidates = named(estate, list(stakeholders))
+    else:
+        candidates = route(
             estate, level, include_as_needed=include_as_needed, include_as_required=include_as_required
         )
-        if r.audience in wanted
-    ]
+    recipients = [r for r in candidates if r.audience in wanted]
     if not recipients:
         raise IncidentInputError(
             "level", f"the level {level} route has no {'/'.join(sorted(wanted))} recipient"

@@ -470,7 +470,14 @@ def drills_section(estate: Estate, limit: int) -> dict[str, Any]:
 
 def watched_dags(estate: Estate) -> list[str]:
     """The DAGs whose latest run the board shows (the runs behind its figures)."""
-    return [SETUP_DAG, MONITOR_DAG, FAILOVER_DAG, *(t.dag_id for t in estate.tiers.values()), VERIFY_DAG]
+    return [
+        SETUP_DAG,
+        MONITOR_DAG,
+        FAILOVER_DAG,
+        *(t.dag_id for t in estate.tiers.values()),
+        VERIFY_DAG,
+        DRILL_DAG,
+    ]
 
 
 def status_snapshot(

@@ -241,20 +241,22 @@ def drop_scratch_databases(estate: Estate, names: list[str]) -> dict[str, list[s
     if not names:
         return {"dropped": [], "left": []}
     from airflow.providers.postgres.hooks.postgres import PostgresHook
-    from psycopg2 import sql
 
+    from dr_toolbox.pg import quote_ident
+
+    # (plain SQL with a quoted identifier: the hook may hand out psycopg 2 or psycopg 3 connections)
     hook = PostgresHook(postgres_conn_id=settings(estate).scratch_connection)
     conn = hook.get_conn()
     conn.autocommit = True
     dropped, left = [], []
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)", (names,))
+            cur.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)", (list(names),))
             present = [row[0] for row in cur.fetchall()]
             for name in present:
-                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
                 dropped.append(name)
-            cur.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)", (names,))
+            cur.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)", (list(names),))
             left = [row[0] for row in cur.fetchall()]
     finally:
         conn.close()
@@ -263,21 +265,11 @@ def drop_scratch_databases(estate: Estate, names: list[str]) -> dict[str, list[s
 
 def delete_scratch_objects(estate: Estate, prefix: str) -> dict[str, Any]:
     """Delete every version of the run's scratch objects (pod results)."""
-    from dr_automation.backup.components import aws_client
+    from dr_automation.backup.components import aws_client, delete_versions
 
     primary = estate.primary_region
     s3 = aws_client(estate, "s3", primary.name)
-    deleted = 0
-    for page in s3.get_paginator("list_object_versions").paginate(
-        Bucket=primary.backup_bucket, Prefix=prefix
-    ):
-        versions = [
-            {"Key": v["Key"], "VersionId": v["VersionId"]}
-            for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
-        ]
-        if versions:
-            s3.delete_objects(Bucket=primary.backup_bucket, Delete={"Objects": versions, "Quiet": True})
-            deleted += len(versions)
+    deleted = delete_versions(s3, primary.backup_bucket, prefix)
     left = s3.list_objects_v2(Bucket=primary.backup_bucket, Prefix=prefix).get("KeyCount", 0)
     return {"deleted": deleted, "left": left}
 

@@ -1,0 +1,1 @@
+"""The five drill scenarios, one module each, each exposing ``SCENARIO`` (``drills.scenario.Scenario``)."""
