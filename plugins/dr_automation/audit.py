@@ -322,6 +322,16 @@ def audit_step(
         return False
 
 
+def current_context() -> Mapping[str, Any] | None:
+    """The running task's context, for audit rows; None outside a task (the row has no task ids)."""
+    try:
+        from airflow.sdk import get_current_context
+
+        return get_current_context()
+    except Exception:
+        return None
+
+
 def step_events(estate: Any, event_type: str, run_id: str) -> list[dict[str, Any]]:
     """This run's audit events of one type (empty when the audit log cannot be read)."""
     try:

@@ -60,12 +60,15 @@ FAMILY_DAGS: dict[str, tuple[str, ...]] = {
         "dr_test_security_incident",
     ),
 }
-# What the drill framework itself calls (results, reports under Object Lock, past reports); each
-# scenario adds its own (``dr_automation.drills.scenarios.<name>.AWS_ACTIONS``).
+# What the drill framework itself calls (results, reports under Object Lock, past reports, the
+# registry of drills under way); each scenario adds its own
+# (``dr_automation.drills.scenarios.<name>.AWS_ACTIONS``).
 DRILL_FRAMEWORK: tuple[Operation, ...] = (
     ("s3", "PutObject"),
     ("s3", "GetObject"),
     ("s3", "ListObjectsV2"),
+    ("s3", "ListObjectVersions"),
+    ("s3", "DeleteObjects"),
     ("s3", "PutObjectRetention"),
     ("kms", "GenerateDataKey"),
     ("kms", "Decrypt"),

@@ -243,3 +243,58 @@ def test_production_turning_unhealthy_stops_the_drill_which_still_cleans_up(sand
     assert result["passed"] is False
     assert "stop condition: production region " + primary + " became unhealthy" in result["reason"], result
     assert_nothing_left(layout, creds, endpoints, estate, drill_id("region_outage", run_id))
+
+
+def test_one_drill_at_a_time_and_a_stopped_drill_is_cleaned_up_by_the_next(sandbox: tuple) -> None:
+    """While a drill runs, another is refused at setup and touches nothing (the stack the first one
+    uses stays as it set it). An operator then stops the first drill (run marked failed): its
+    cleanup never runs and its records stay, until the next drill removes them before it starts."""
+    layout, endpoints, creds, client, estate = sandbox
+    s3 = aws_client(layout, creds, "s3")
+    route53 = aws_client(layout, creds, "route53")
+    zone = route53.list_hosted_zones_by_name(DNSName="leanvibe.ai")["HostedZones"][0]["Id"]
+
+    def records_of(drill: str) -> list[str]:
+        listed = route53.list_resource_record_sets(HostedZoneId=zone, MaxItems="1000")["ResourceRecordSets"]
+        return [r["Name"] for r in listed if drill in r["Name"]]
+
+    stopped, refused, after = "e2e__outage_stopped", "e2e__disaster_refused", "e2e__outage_after_stop"
+    stopped_drill = drill_id("region_outage", stopped)
+    client.trigger(OUTAGE, {}, run_id=stopped)
+    deadline = time.monotonic() + 180
+    while not s3.list_objects_v2(
+        Bucket=estate.primary_region.backup_bucket, Prefix=f"drills/active/{stopped_drill}"
+    ).get("KeyCount"):
+        assert time.monotonic() < deadline, "the drill never registered itself"
+        time.sleep(0.5)
+
+    client.trigger(DISASTER, {}, run_id=refused)
+    finished = client.wait_for_run(DISASTER, refused, timeout=300)
+    assert finished["state"] == "failed"
+    assert client.request("GET", f"/dags/{OUTAGE}/dagRuns/{stopped}")["state"] == "running"
+    states = {ti["task_id"]: ti["state"] for ti in client.task_instances(DISASTER, refused)}
+    assert states["setup"] == "failed" and states["cleanup"] == "success", states
+    reason = stored_result(layout, creds, estate, DISASTER, refused)["reason"]
+    assert f"drill {stopped_drill} ({OUTAGE} run {stopped}) is running" in reason, reason
+    assert records_of(drill_id("complete_disaster", refused)) == []
+
+    # the operator stops the first drill once it has made its records
+    wait_task_state(client, OUTAGE, stopped, "setup", "success", timeout=180)
+    client.request("PATCH", f"/dags/{OUTAGE}/dagRuns/{stopped}", json={"state": "failed"})
+    deadline = time.monotonic() + 120
+    while True:  # its task processes are told to stop; wait until none is left running
+        states = {ti["task_id"]: ti["state"] for ti in client.task_instances(OUTAGE, stopped)}
+        if not {"running", "queued", "scheduled", "up_for_retry", "restarting"} & set(states.values()):
+            break
+        assert time.monotonic() < deadline, states
+        time.sleep(1)
+    assert states["cleanup"] != "success", states  # its cleanup never ran
+    assert records_of(stopped_drill), "the stopped drill left no records: nothing to prove"
+
+    result, _ = passing_run(sandbox, OUTAGE, after)
+    assert [s["drill_id"] for s in result["swept"]] == [stopped_drill], result["swept"]
+    assert result["swept"][0]["run_state"] == "failed"
+    assert_nothing_left(layout, creds, endpoints, estate, stopped_drill)
+    assert_nothing_left(layout, creds, endpoints, estate, drill_id("region_outage", after))
+    left = s3.list_object_versions(Bucket=estate.primary_region.backup_bucket, Prefix="drills/active/")
+    assert not left.get("Versions") and not left.get("DeleteMarkers"), left

@@ -82,6 +82,9 @@ def test_the_forced_failure_lowers_the_success_rate_and_readiness_with_its_reaso
     forced = by_name[FORCED]
     assert forced["passed"] is False and forced["fault"] == "remove_backup"
     assert forced["reason"].startswith("recover:") and "backup" in forced["reason"], forced["reason"]
+    # what it did measure: each step it ran, up to the failed one
+    assert set(forced["step_seconds"]) == {"setup", "inject", "recover"}, forced["step_seconds"]
+    assert all(v >= 0 for v in forced["step_seconds"].values()) and forced["step_seconds"]["setup"] > 0
     assert any(r.startswith(f"{FORCED}: the scenario did not complete") for r in report["recommendations"])
     # the scenario's own run failed, and its cleanup still ran and succeeded
     run = client.wait_for_run(f"dr_test_{FORCED}", scenario_run_id(RUN_ID, FORCED), timeout=10)

@@ -227,3 +227,19 @@ def test_a_scheduled_drill_that_starts_a_day_late_is_skipped_with_the_reason() -
     assert why.startswith("scheduled for 2026-10-01T06:00+00:00, starting 55 d 1 h late")
     # by hand or by REST, a drill runs whenever it is asked for
     assert quarterly.late_start("manual", cron, datetime(2026, 11, 25, tzinfo=UTC)) is None
+
+
+def test_step_seconds_run_to_each_step_end_or_its_failure(estate) -> None:
+    from dr_automation.drills.dag import step_seconds
+
+    ctx = DrillContext(estate=estate, scenario="database_failure", run_id="manual__steps")
+    for name, at in (
+        ("setup_started", 100.0),
+        ("setup_finished", 112.5),
+        ("inject_started", 113.0),
+        ("inject_finished", 114.0),
+        ("recover_started", 114.5),
+        ("recover_failed", 120.25),
+    ):
+        ctx.mark(name, at)
+    assert step_seconds(ctx) == {"setup": 12.5, "inject": 1.0, "recover": 5.75}

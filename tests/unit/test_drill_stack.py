@@ -113,3 +113,45 @@ def test_marker_consistency_counts_missing_and_differing() -> None:
     bad = consistency(written, {1: "a", 3: "X"})
     assert not bad["consistent"] and bad["missing"] == [2] and bad["differing"] == [3]
     assert bad["read_equal"] == 1 and bad["oldest_lost_at"] == 6.0
+
+
+def test_load_results_and_stop_go_through_s3_so_any_worker_reads_and_stops_them(
+    ctx: DrillContext, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The load process runs on the worker that ran setup; verify and cleanup may run on another
+    (Celery): they read its results and stop it through S3, and cleanup leaves nothing there."""
+    import threading
+    import time
+
+    from tests.unit.backup_moto import mocked_estate_aws
+
+    with mocked_estate_aws(ctx.estate):
+        store = stack.LoadStore.for_drill(ctx)
+        gen = stack.LoadGenerator(
+            ctx.record_name,
+            nameservers=["127.0.0.1:1"],
+            endpoints={},
+            settings={**stack.LOAD_DEFAULTS, "requests_per_second": 20, "max_seconds": 60},
+        )
+        monkeypatch.setattr(gen, "attempt", lambda: {"at": time.time(), "ok": True, "address": "10.0.0.1"})
+        setup_worker = tmp_path / "setup-worker"
+        setup_worker.mkdir()
+        runner = threading.Thread(target=gen.run, args=(setup_worker, store), daemon=True)
+        runner.start()
+        # from here on this process is the other worker: it has no local files of the drill
+        monkeypatch.setattr(stack, "load_dir", lambda drill: tmp_path / "other-worker" / drill)
+        deadline = time.monotonic() + 20
+        while not stack.read_load(ctx)["requests"]:
+            assert time.monotonic() < deadline, "no results reached S3"
+            time.sleep(0.2)
+        assert stack.read_load(ctx)["finished"] is False
+        stopped_at = time.monotonic()
+        final = stack.stop_load(ctx, timeout=15)
+        runner.join(15)
+        assert not runner.is_alive() and time.monotonic() - stopped_at < 10  # stopped, long before max
+        assert final["finished"] is True and final["requests"]
+        assert all(r["ok"] for r in final["requests"])
+        assert not (setup_worker / "load.json").exists()  # results are in S3 only
+        assert stack.remove_load(ctx) == [] and store.count() == 0
+        listed = store.client.list_object_versions(Bucket=store.bucket, Prefix=store.prefix)
+        assert not listed.get("Versions") and not listed.get("DeleteMarkers")

@@ -265,3 +265,14 @@ def test_failure_level_rejects_bad_dag_id(estate: Estate, dag_id: Any) -> None:
     with pytest.raises(IncidentInputError) as info:
         failure_level(estate, dag_id)
     assert info.value.field == "dag_id"
+
+
+def test_a_failed_drill_tells_the_platform_team_without_paging_or_customer_success(estate: Estate) -> None:
+    from dr_automation.iam import FAMILY_DAGS
+
+    assert len(FAMILY_DAGS["drills"]) == 6
+    for dag_id in FAMILY_DAGS["drills"]:
+        plan = route(estate, failure_level(estate, dag_id))
+        assert [r.name for r in plan] == ["Platform Team Lead"], (dag_id, plan)
+        assert all("phone" not in r.channels for r in plan)
+    assert failure_level(estate, "regional_failover") == 3  # a real outage still pages

@@ -4,6 +4,8 @@
 still reports why it failed, with whatever it measured, and still removes everything it made. The
 ``watcher`` (ONE_FAILED) keeps the run failed when a step failed although cleanup succeeded.
 Steps are not retried: re-running ``inject`` would fail things twice. Cleanup is retried.
+``setup`` starts by registering the drill (``drills.registry``): one drill at a time, and whatever a
+drill stopped before its cleanup left is removed first.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from dr_automation.drills import registry
 from dr_automation.drills.scenario import (
     FAULTS,
     STEPS,
@@ -33,6 +36,19 @@ log = logging.getLogger(__name__)
 
 ACTION_STEPS = STEPS[:4]  # setup, inject, recover, verify
 PHASES = ("detect", "decide", "switch", "restore", "verify")
+# Appended to every scenario's runbook: what holds for all drills.
+DRILL_RULES = """
+**One drill at a time.** Drills share the drill stack, the scratch server and the drill DNS domain,
+so `setup` first registers the drill (`drills/active/<drill id>.json` in the primary backup bucket)
+and refuses to start, with the other drill's run in the reason, while another drill's run is queued
+or running. A refused drill has made nothing and its cleanup does nothing.
+
+**Stopping a drill.** Mark the run *failed* in the UI (or `PATCH .../dagRuns/<run id>` with
+`{"state": "failed"}`): its cleanup task will not run, but its registry entry stays, and the next
+drill of any scenario removes everything the stopped one left (found from its run id alone) before
+it starts, audited as `drill.sweep`, and lists it under `swept` in its result. To clean up at once,
+trigger any drill; if what was left cannot be removed, that drill fails at `setup` naming it.
+"""
 
 
 def load_scenario(name: str) -> Scenario:
@@ -84,6 +100,9 @@ def run_step(estate: Estate, scenario: str, step: str, context: Mapping[str, Any
         if step == "setup":
             if ctx.fault not in FAULTS:
                 raise DrillError(f"fault: {ctx.fault!r} is not one of {', '.join(FAULTS)}")
+            # one drill at a time, and whatever a killed drill left is removed first
+            started = registry.start(ctx, registry.run_state_of(ti))
+            ctx.state["swept"] = started["swept"]
             ctx.state["drill_id"] = ctx.drill_id
             ctx.state["fault"] = ctx.fault
             ctx.state["baseline"] = production_health(estate)
@@ -96,8 +115,24 @@ def run_step(estate: Estate, scenario: str, step: str, context: Mapping[str, Any
         ctx.mark(f"{step}_finished")
     except Exception as exc:
         ti.xcom_push(key="error", value=f"{step}: {exc}")
+        ctx.mark(f"{step}_failed")
+        ti.xcom_push(key="failed_marks", value=ctx.state.get("marks") or {})
         raise
     return ctx.state
+
+
+def step_seconds(ctx: DrillContext) -> dict[str, float]:
+    """Seconds per action step that started, to its end or its failure."""
+    marks = ctx.state.get("marks") or {}
+    last = max(marks.values(), default=0.0)
+    return {
+        step: round(
+            (marks.get(f"{step}_finished") or marks.get(f"{step}_failed") or last) - marks[f"{step}_started"],
+            3,
+        )
+        for step in ACTION_STEPS
+        if f"{step}_started" in marks
+    }
 
 
 def measure_step(estate: Estate, scenario: str, context: Mapping[str, Any]) -> dict[str, Any]:
@@ -109,6 +144,10 @@ def measure_step(estate: Estate, scenario: str, context: Mapping[str, Any]) -> d
 
     ti = context["ti"]
     ctx = context_for(estate, scenario, context, ACTION_STEPS)
+    for step in ACTION_STEPS:  # the failed step returned nothing: its marks came with its error
+        failed = ti.xcom_pull(task_ids=step, key="failed_marks")
+        if isinstance(failed, Mapping):
+            ctx.state["marks"] = {**failed, **(ctx.state.get("marks") or {})}
     errors = [e for e in (ti.xcom_pull(task_ids=s, key="error") for s in ACTION_STEPS) if e]
     reason = errors[0] if errors else None
     if reason is None:
@@ -139,6 +178,10 @@ def measure_step(estate: Estate, scenario: str, context: Mapping[str, Any]) -> d
         "phases": phases,
         "figures": figures.get("figures") or {},
         "simulated": list(getattr(load_scenario(scenario), "simulated", ())),
+        # how long each step that ran took (a failed drill's figures stop where it failed)
+        "step_seconds": step_seconds(ctx),
+        # drills that had been killed before their cleanup, whose leftovers this one removed first
+        "swept": list(ctx.state.get("swept") or []),
     }
     met = compliance(result)
     failures = list(figures.get("failures") or [])
@@ -162,9 +205,20 @@ def cleanup_step(estate: Estate, scenario: str, context: Mapping[str, Any]) -> d
     from airflow.sdk.exceptions import AirflowException
 
     ctx = context_for(estate, scenario, context, ACTION_STEPS)
+    try:
+        registered = registry.entry(estate, ctx.drill_id) is not None
+    except Exception as exc:  # cannot tell: clean up as if it had started
+        log.warning("drill %s: registry unreadable (%s); cleaning up anyway", ctx.drill_id, exc)
+        registered = True
+    if not registered:  # refused at setup, never got that far, or already cleaned up by a retry
+        log.info(
+            "drill %s: not registered, so it made nothing (or was cleaned up): nothing to do", ctx.drill_id
+        )
+        return {"drill_id": ctx.drill_id, "remaining": [], "registered": False}
     remaining = load_scenario(scenario).cleanup(ctx)
     if remaining:
         raise AirflowException(f"drill {ctx.drill_id}: could not remove {', '.join(remaining)}")
+    registry.finish(ctx)
     log.info("drill %s: every drill resource removed", ctx.drill_id)
     return {"drill_id": ctx.drill_id, "remaining": []}
 
@@ -202,7 +256,7 @@ def build_scenario_dag(estate: Estate, scenario: str, *, schedule: Any, doc_md: 
         default_args=default_args(estate, retries=2, retry_delay_seconds=5),
         params=scenario_params(),
         tags=dag_tags("drill"),
-        doc_md=doc_md,
+        doc_md=doc_md.rstrip() + "\n" + DRILL_RULES,
     ) as dag:
         steps = [
             task(task_id=step, retries=0)(

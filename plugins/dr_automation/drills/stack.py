@@ -11,9 +11,10 @@ queries, a bounded load generator and fault injection.
   so it outlives the task that starts it: it resolves the drill name by real DNS before every attempt, GETs the answered
   stack endpoint over a new connection, retries like a real client (``drills.load.attempts``,
   ``attempt_timeout_seconds``, exponential backoff) and writes every request and attempt with
-  timestamps to a file the later steps read. It stops by itself after ``drills.load.max_seconds``
-  or when the stop file appears. Its files live on the worker that started it: the drill's tasks
-  must run on one machine (LocalExecutor, or a Celery queue served by one worker).
+  timestamps to S3 (``drills/<drill id>/load/load.json`` in the primary backup bucket) every second,
+  so the later steps read it on whichever worker they run. It stops by itself after
+  ``drills.load.max_seconds`` or when ``load/stop`` appears there. Only its pid and log stay on the
+  worker that started it.
 - Faults: ``POST <drills.stack.<region>.control_url>/_control`` (modes healthy/down/slow/erroring).
 """
 
@@ -58,6 +59,7 @@ AWS_ACTIONS: tuple[str, ...] = (
     "monitoring:GetMetricData",
 )
 LOAD_PATH = "/api/whoami"
+LOAD_PREFIX = "load/"  # the load process's results and stop flag, under the drill's S3 prefix
 # A real client's retry: attempt n+1 starts RETRY_BACKOFF_SECONDS * 2**(n-1) after attempt n failed.
 RETRY_BACKOFF_SECONDS = 1.0
 LOAD_DEFAULTS = {"requests_per_second": 20, "attempts": 3, "attempt_timeout_seconds": 1.0, "max_seconds": 180}
@@ -292,16 +294,16 @@ def remove_routing(ctx: DrillContext) -> list[str]:
 
 def audit_dns_change(ctx: DrillContext, status: str, detail: Mapping[str, Any]) -> bool:
     """Record a drill DNS change in the audit log, the way the bundle audits its DNS switches."""
-    from dr_automation.audit import audit_step
+    from dr_automation.audit import audit_step, current_context
 
-    try:
-        from airflow.sdk import get_current_context
-
-        context: Mapping[str, Any] | None = get_current_context()
-    except Exception:  # outside a task (tests): the audit row carries no task ids
-        context = None
     return audit_step(
-        ctx.estate, "drill.dns_switch", status, context, log=log, target=ctx.record_name, detail=dict(detail)
+        ctx.estate,
+        "drill.dns_switch",
+        status,
+        current_context(),
+        log=log,
+        target=ctx.record_name,
+        detail=dict(detail),
     )
 
 
@@ -383,7 +385,7 @@ def clean_up(ctx: DrillContext, *extra: tuple[str, Callable[[], list[str]]]) -> 
     the stack back to healthy, then ``extra`` parts; each part is attempted even if another fails.
     Returns what remains (or could not be checked)."""
     parts: list[tuple[str, Callable[[], list[str]]]] = [
-        ("load", lambda: remove_load(ctx.drill_id)),
+        ("load", lambda: remove_load(ctx)),
         ("route53", lambda: remove_routing(ctx)),
         ("drill stack", lambda: reset_stack(ctx.estate)),
         *extra,
@@ -439,8 +441,76 @@ def load_settings(estate: Estate) -> dict[str, float]:
 
 
 def load_dir(drill: str) -> Path:
-    """Where the drill's load process keeps its pid, stop flag and results (on this worker)."""
+    """Where the drill's load process keeps its pid and log, on the worker that started it."""
     return Path(tempfile.gettempdir()) / "dr-drills" / drill
+
+
+class LoadStore:
+    """Where a load process's results and stop flag live: S3, under the drill's own prefix in the
+    primary backup bucket, so whichever worker runs the next step reads them and can stop it."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str, kms_key: str) -> None:
+        self.client, self.bucket, self.prefix, self.kms_key = client, bucket, prefix, kms_key
+
+    @classmethod
+    def for_drill(cls, ctx: DrillContext) -> LoadStore:
+        primary = ctx.estate.primary_region
+        return cls(ctx.aws("s3"), primary.backup_bucket, ctx.prefix + LOAD_PREFIX, primary.kms_key_alias)
+
+    def describe(self) -> dict[str, str]:
+        return {"bucket": self.bucket, "prefix": self.prefix, "kms_key": self.kms_key}
+
+    def put(self, name: str, data: Any) -> None:
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=self.prefix + name,
+            Body=json.dumps(data).encode(),
+            ContentType="application/json",
+            ServerSideEncryption="aws:kms",
+            SSEKMSKeyId=self.kms_key,
+        )
+
+    def get(self, name: str) -> Any:
+        try:
+            return json.loads(
+                self.client.get_object(Bucket=self.bucket, Key=self.prefix + name)["Body"].read()
+            )
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def has(self, name: str) -> bool:
+        return bool(
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix + name).get("KeyCount")
+        )
+
+    def count(self) -> int:
+        return int(self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix).get("KeyCount", 0))
+
+    def clear(self, name: str = "") -> None:
+        from dr_automation.backup.components import delete_versions
+
+        delete_versions(self.client, self.bucket, self.prefix + name)
+
+
+def _load_env(ctx: DrillContext) -> dict[str, str]:
+    """The AWS access the load process needs to write its results: the drill connection's own
+    credentials, handed over in its environment (never on its command line, never logged)."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    region = ctx.estate.primary_region.name
+    hook = AwsBaseHook(aws_conn_id=ctx.estate.connections["aws"], client_type="s3", region_name=region)
+    creds = hook.get_credentials(region_name=region)
+    env = {
+        "AWS_ACCESS_KEY_ID": creds.access_key,
+        "AWS_SECRET_ACCESS_KEY": creds.secret_key,
+        "AWS_DEFAULT_REGION": region,
+    }
+    if creds.token:
+        env["AWS_SESSION_TOKEN"] = creds.token
+    endpoint = hook.conn_config.endpoint_url
+    if endpoint:
+        env["AWS_ENDPOINT_URL"] = endpoint
+    return env
 
 
 def load_stats(
@@ -486,13 +556,14 @@ def first_attempt(
 
 
 def start_load(ctx: DrillContext) -> dict[str, Any]:
-    """Start the drill's load process (detached); idempotent per drill id."""
+    """Start the drill's load process (detached); idempotent per drill id on this worker."""
     folder = load_dir(ctx.drill_id)
     folder.mkdir(parents=True, exist_ok=True)
     pid_file = folder / "pid"
     if pid_file.exists() and _alive(int(pid_file.read_text())):
         return {"pid": int(pid_file.read_text()), "dir": str(folder)}
-    (folder / "stop").unlink(missing_ok=True)
+    store = LoadStore.for_drill(ctx)
+    store.clear("stop")
     settings = load_settings(ctx.estate)
     stack = {
         spec["address"]: spec for spec in (stack_endpoint(ctx.estate, r) for r in stack_regions(ctx.estate))
@@ -506,6 +577,8 @@ def start_load(ctx: DrillContext) -> dict[str, Any]:
         ctx.record_name,
         "--dir",
         str(folder),
+        "--store",
+        json.dumps(store.describe()),
         "--nameservers",
         ",".join(nameservers(ctx.estate)),
         "--endpoints",
@@ -517,6 +590,7 @@ def start_load(ctx: DrillContext) -> dict[str, Any]:
     package_root = str(Path(__file__).resolve().parents[2])
     env = {
         **os.environ,
+        **_load_env(ctx),
         "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p),
     }
     with open(folder / "load.log", "ab") as out:
@@ -530,52 +604,65 @@ def start_load(ctx: DrillContext) -> dict[str, Any]:
         )
     pid_file.write_text(str(proc.pid))
     log.info("drill %s: load process %s on %s", ctx.drill_id, proc.pid, ctx.record_name)
-    return {"pid": proc.pid, "dir": str(folder), "settings": settings}
+    return {
+        "pid": proc.pid,
+        "dir": str(folder),
+        "results": f"s3://{store.bucket}/{store.prefix}",
+        "settings": settings,
+    }
 
 
-def load_problem(drill: str) -> str:
-    """Why the load process serves nothing: its last attempt's error and the end of its log."""
-    requests = read_load(drill)["requests"]
+def load_problem(ctx: DrillContext) -> str:
+    """Why the load process serves nothing: its last attempt's error and the end of its log (when
+    the log is on this worker)."""
+    requests = read_load(ctx)["requests"]
     last = requests[-1]["attempts"][-1] if requests else None
-    path = load_dir(drill) / "load.log"
-    tail = path.read_text()[-600:].strip() if path.exists() else "no log"
+    path = load_dir(ctx.drill_id) / "load.log"
+    tail = path.read_text()[-600:].strip() if path.exists() else "on the worker that started it"
     return f"{len(requests)} requests, last attempt {last}; log: {tail}"
 
 
-def read_load(drill: str) -> dict[str, Any]:
-    path = load_dir(drill) / "load.json"
-    if not path.exists():
-        return {"requests": [], "finished": False}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:  # never: written atomically; guard anyway
-        return {"requests": [], "finished": False}
+def read_load(ctx: DrillContext, store: LoadStore | None = None) -> dict[str, Any]:
+    found = (store or LoadStore.for_drill(ctx)).get("load.json")
+    return found if isinstance(found, dict) else {"requests": [], "finished": False}
 
 
-def stop_load(drill: str, *, timeout: float = 15.0) -> dict[str, Any]:
-    """Tell the load process to stop, wait for its final results; killed (by pid) if it will not."""
-    folder = load_dir(drill)
-    if not folder.exists():
+def stop_load(ctx: DrillContext, *, timeout: float = 15.0) -> dict[str, Any]:
+    """Tell the load process to stop (wherever it runs) and wait for its final results; a process on
+    this worker that will not stop is killed (by pid)."""
+    store = LoadStore.for_drill(ctx)
+    folder = load_dir(ctx.drill_id)
+    if not folder.exists() and not store.count():
         return {"requests": [], "finished": True}
-    (folder / "stop").touch()
-    pid = int((folder / "pid").read_text()) if (folder / "pid").exists() else None
+    store.put("stop", {"at": time.time()})
+    pid_file = folder / "pid"
+    pid = int(pid_file.read_text()) if pid_file.exists() else None
     deadline = time.monotonic() + timeout
-    while pid and _alive(pid) and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        if pid and not _alive(pid):
+            break
+        if not pid and read_load(ctx, store).get("finished"):
+            break
         time.sleep(0.2)
     if pid and _alive(pid):
         os.kill(pid, signal.SIGKILL)
-    return read_load(drill)
+    return read_load(ctx, store)
 
 
-def remove_load(drill: str) -> list[str]:
-    """Stop the load process and delete its files; returns what remains."""
+def remove_load(ctx: DrillContext) -> list[str]:
+    """Stop the load process, then delete its results and files; returns what remains."""
     import shutil
 
-    folder = load_dir(drill)
-    if folder.exists():
-        stop_load(drill, timeout=10)
+    store = LoadStore.for_drill(ctx)
+    folder = load_dir(ctx.drill_id)
+    if folder.exists() or store.count():
+        stop_load(ctx, timeout=10)
+        store.clear()
         shutil.rmtree(folder, ignore_errors=True)
-    return [f"load files {folder}"] if folder.exists() else []
+    left = [f"load files {folder}"] if folder.exists() else []
+    if store.count():
+        left.append(f"load results s3://{store.bucket}/{store.prefix}")
+    return left
 
 
 def _alive(pid: int) -> bool:
@@ -680,26 +767,40 @@ class LoadGenerator:
             "requests": requests,
         }
 
-    def run(self, folder: Path) -> None:
-        """Send until stopped or ``max_seconds``; write results every second and at the end."""
+    def run(self, folder: Path, store: LoadStore | None = None) -> None:
+        """Send until stopped or ``max_seconds``; results to ``store`` every second and at the end."""
         deadline = time.monotonic() + self.max_seconds
         interval = 1.0 / self.rate
         workers = max(4, min(64, int(self.rate * self.attempts * (self.attempt_timeout + 2) + 1)))
         next_at = time.monotonic()
         last_write = 0.0
+        stop = False
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drill-load")
         try:
-            while time.monotonic() < deadline and not (folder / "stop").exists():
+            while time.monotonic() < deadline and not stop and not (folder / "stop").exists():
                 pool.submit(self.request)
                 next_at += interval
                 now = time.monotonic()
                 if now - last_write >= 1.0:
-                    _write_json(folder / "load.json", self.snapshot(finished=False))
+                    self._publish(folder, store, finished=False)
+                    stop = store is not None and store.has("stop")
                     last_write = now
                 time.sleep(max(0.0, next_at - time.monotonic()))
         finally:  # requests in flight finish (and count); queued ones were never sent
             pool.shutdown(wait=True, cancel_futures=True)
-        _write_json(folder / "load.json", self.snapshot(finished=True))
+        self._publish(folder, store, finished=True)
+
+    def _publish(self, folder: Path, store: LoadStore | None, *, finished: bool) -> None:
+        snapshot = self.snapshot(finished=finished)
+        if store is None:
+            _write_json(folder / "load.json", snapshot)
+            return
+        try:
+            store.put("load.json", snapshot)
+        except Exception as exc:  # the next second tries again; the final write must succeed
+            if finished:
+                raise
+            log.warning("load results not written: %s", exc)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -713,7 +814,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     load = sub.add_parser("load", help="the drill's bounded load generator")
     load.add_argument("--name", required=True)
-    load.add_argument("--dir", required=True, type=Path)
+    load.add_argument("--dir", required=True, type=Path, help="pid and log (this machine)")
+    load.add_argument("--store", help="JSON: bucket, prefix, kms_key of the results in S3")
     load.add_argument("--nameservers", required=True)
     load.add_argument("--endpoints", required=True, help="JSON: address -> base URL")
     load.add_argument("--settings", required=True, help="JSON: drills.load")
@@ -725,7 +827,13 @@ def main(argv: list[str] | None = None) -> int:
         endpoints=json.loads(args.endpoints),
         settings=json.loads(args.settings),
     )
-    generator.run(args.dir)
+    store = None
+    if args.store:
+        import boto3  # noqa: TID251 - this process imports no Airflow, so no provider hook
+
+        where = json.loads(args.store)
+        store = LoadStore(boto3.client("s3"), where["bucket"], where["prefix"], where["kms_key"])
+    generator.run(args.dir, store)
     return 0
 
 

@@ -124,11 +124,11 @@ class RegionOutage:
         try:
             ctx.wait_for(
                 "load: clients served by the primary",
-                lambda: stack.load_stats(stack.read_load(ctx.drill_id)["requests"])["requests_succeeded"] > 0,
+                lambda: stack.load_stats(stack.read_load(ctx)["requests"])["requests_succeeded"] > 0,
                 timeout=30,
             )
         except DrillError as exc:
-            raise DrillError(f"{exc} ({stack.load_problem(ctx.drill_id)})") from exc
+            raise DrillError(f"{exc} ({stack.load_problem(ctx)})") from exc
         stack.hold(ctx, ctx.state["marks"]["load_started"] + BASELINE_SECONDS)  # steady state first
         return {
             "primary": primary,
@@ -197,7 +197,7 @@ class RegionOutage:
             raise DrillError(f"verify: {secondary} health {probe['url']} -> {probe['status']}")
         # clients settle on the secondary; the load keeps running meanwhile
         stack.hold(ctx, ctx.state["marks"]["dns_switched"] + SETTLE_SECONDS)
-        load = stack.stop_load(ctx.drill_id)
+        load = stack.stop_load(ctx)
         ctx.mark("load_stopped")
         requests = load["requests"]
         if not requests:
