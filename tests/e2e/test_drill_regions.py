@@ -268,6 +268,12 @@ def test_one_drill_at_a_time_and_a_stopped_drill_is_cleaned_up_by_the_next(sandb
         assert time.monotonic() < deadline, "the drill never registered itself"
         time.sleep(0.5)
 
+    # the status board tells operators a drill is under way, with its run
+    board = client._http.get("/dr-status/api/status", timeout=60)
+    assert board.status_code == 200, board.text[:300]
+    under_way = board.json()["drills"]["under_way"]
+    assert [(u["drill_id"], u["run_id"]) for u in under_way] == [(stopped_drill, stopped)], under_way
+
     client.trigger(DISASTER, {}, run_id=refused)
     finished = client.wait_for_run(DISASTER, refused, timeout=300)
     assert finished["state"] == "failed"

@@ -159,14 +159,21 @@ def test_an_entry_that_does_not_match_its_run_is_refused(aws: None, estate: Esta
 
 
 def test_run_state_of_reads_the_execution_api_and_a_missing_run_is_none() -> None:
+    from airflow.sdk.exceptions import AirflowRuntimeError, ErrorType
+    from airflow.sdk.execution_time.comms import ErrorResponse
     from airflow.utils.state import DagRunState
+
+    def api_error(status: int) -> AirflowRuntimeError:  # what the supervisor hands the task
+        return AirflowRuntimeError(
+            ErrorResponse(error=ErrorType.API_SERVER_ERROR, detail={"status_code": status, "message": "..."})
+        )
 
     class Ti:
         def get_dagrun_state(self, dag_id: str, run_id: str) -> str:
             if run_id == "gone":
-                raise RuntimeError("DagRun not found: dr_test_x/gone")
+                raise api_error(404)
             if run_id == "broken":
-                raise RuntimeError("connection refused")
+                raise api_error(500)
             return DagRunState.RUNNING if run_id == "here" else DagRunState.FAILED
 
     state = registry.run_state_of(Ti())
@@ -175,7 +182,7 @@ def test_run_state_of_reads_the_execution_api_and_a_missing_run_is_none() -> Non
     assert registry.is_live("some_future_state")  # unknown is never taken for over
     assert not registry.is_live("failed") and not registry.is_live("success") and not registry.is_live(None)
     assert state("dr_test_x", "gone") is None
-    with pytest.raises(RuntimeError, match="connection refused"):  # unknown is not "over"
+    with pytest.raises(AirflowRuntimeError, match="500"):  # unknown is not "over"
         state("dr_test_x", "broken")
 
 

@@ -135,6 +135,7 @@ def test_an_empty_estate_lists_every_tier_and_region_and_says_nothing_happened_y
     assert snap["failovers"] == {"records": [], "unreadable": {}}
     assert snap["drills"] == {
         "location": f"s3://{estate.primary_region.backup_bucket}/{DRILLS_PREFIX}",
+        "under_way": [],
         "drills": [],
     }
     assert snap["approvals"] == [] and snap["dags"] == {}
@@ -357,3 +358,32 @@ def test_resolver_that_does_not_answer_gives_no_serving_region(estate, aws, clea
 def test_bad_limits_are_refused_naming_the_field(estate, field, value):
     with pytest.raises(ValueError, match=f"^{field}: must be an integer from 1 to 1440"):
         status_snapshot(estate, history=object(), **{field: value})
+
+
+def test_a_drill_under_way_is_shown_with_its_run_until_its_cleanup_unregisters_it(
+    estate, aws, clean_buckets, history
+):
+    from dr_automation.drills import registry
+    from dr_automation.drills.scenario import DrillContext
+
+    ctx = DrillContext(
+        estate=estate, scenario="region_outage", run_id="manual__board", dag_id="dr_test_region_outage"
+    )
+    registry.register(ctx)
+    snap = status_snapshot(
+        estate, history=history, resolve=_answer(estate, PRIMARY), route53=_view(PRIMARY), now=NOW
+    )
+    [shown] = snap["drills"]["under_way"]
+    assert (shown["drill_id"], shown["scenario"], shown["run_id"]) == (
+        ctx.drill_id,
+        "region_outage",
+        "manual__board",
+    )
+    assert shown["run_link"].endswith("/dags/dr_test_region_outage/runs/manual__board")
+    html = render_page(snap)
+    assert f'id="drill-under-way" data-drill="{ctx.drill_id}"' in html and 'id="drills-none"' in html
+    registry.finish(ctx)
+    snap = status_snapshot(
+        estate, history=history, resolve=_answer(estate, PRIMARY), route53=_view(PRIMARY), now=NOW
+    )
+    assert snap["drills"]["under_way"] == [] and "drill-under-way" not in render_page(snap)

@@ -82,9 +82,10 @@ def entry(estate: Estate, drill: str) -> dict[str, Any] | None:
     return json.loads(body.read())
 
 
-def entries(estate: Estate) -> list[dict[str, Any]]:
-    """Every registered drill, oldest registration first."""
-    client = _s3(estate)
+def entries(estate: Estate, client: Any = None) -> list[dict[str, Any]]:
+    """Every registered drill, oldest registration first (``client``: an S3 client of the primary
+    region, for callers that have their own)."""
+    client = client or _s3(estate)
     bucket = estate.primary_region.backup_bucket
     found = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=ACTIVE_PREFIX):
@@ -112,7 +113,7 @@ def run_state_of(ti: Any) -> RunState:
             found = ti.get_dagrun_state(dag_id=dag_id, run_id=run_id)
             return str(getattr(found, "value", found))  # DagRunState.RUNNING -> "running"
         except Exception as exc:  # a deleted run cannot be making anything any more
-            if "not found" in str(exc).lower() or "404" in str(exc):
+            if _not_found(exc):
                 return None
             raise
 
@@ -122,6 +123,15 @@ def run_state_of(ti: Any) -> RunState:
 def is_live(state: str | None) -> bool:
     """None is a run that no longer exists."""
     return state is not None and state not in OVER_STATES
+
+
+def _not_found(exc: BaseException) -> bool:
+    """The execution API's 404 for a run, as the Task SDK hands it on (AirflowRuntimeError whose
+    error detail carries the API server's status code)."""
+    detail = getattr(getattr(exc, "error", None), "detail", None)
+    if isinstance(detail, Mapping):
+        return detail.get("status_code") == 404
+    return "was not found" in str(exc)
 
 
 def start(

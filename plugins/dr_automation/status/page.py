@@ -230,9 +230,16 @@ def _drills(section: Any, base: str) -> str:
     if err:
         return err
     drills = section["drills"]
+    out = [
+        f'<p class="warn" id="drill-under-way" data-drill="{_e(u["drill_id"])}">drill under way: '
+        f"<b>{_e(u['scenario'])}</b> ({_e(u['drill_id'])}) since {_e(u['registered_at'])} · "
+        f"{_link(u['run_link'], 'run', base)} · its drill records and the drill stack may be failing on "
+        "purpose; production is not touched</p>"
+        for u in section.get("under_way") or []
+    ]
     if not drills:
-        return f'<p class="muted" id="drills-none">no drill yet (reports are read from {_e(section["location"])})</p>'
-    out = []
+        none = f'<p class="muted" id="drills-none">no drill yet (reports are read from {_e(section["location"])})</p>'
+        return "".join(out) + none
     for d in drills:
         sc = d["scenarios"]
         out.append(

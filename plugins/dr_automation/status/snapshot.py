@@ -450,12 +450,31 @@ def drill_entry(
     }
 
 
+def drills_under_way(estate: Estate, s3: Any) -> list[dict[str, Any]]:
+    """Drills registered and not yet cleaned up (``drills.registry``): one running now, or one that
+    was stopped and whose leftovers the next drill will remove. During an incident, operators must
+    know the drill stack and the drill records may be failing on purpose."""
+    from dr_automation.drills.registry import entries
+
+    return [
+        {
+            "drill_id": e["drill_id"],
+            "scenario": e.get("scenario"),
+            "registered_at": e.get("registered_at"),
+            "run_id": e.get("run_id"),
+            "run_link": run_link(e["dag_id"], e.get("run_id")) if e.get("dag_id") else None,
+        }
+        for e in entries(estate, client=s3)
+    ]
+
+
 def drills_section(estate: Estate, limit: int) -> dict[str, Any]:
     primary = estate.primary_region
     s3 = _s3(estate, primary.name)
     objects = _newest_objects(s3, primary.backup_bucket, DRILLS_PREFIX, limit)
     return {
         "location": f"s3://{primary.backup_bucket}/{DRILLS_PREFIX}",
+        "under_way": drills_under_way(estate, s3),
         "drills": [
             drill_entry(
                 _read_json(s3, primary.backup_bucket, o["Key"]), o, primary.backup_bucket, primary.name
