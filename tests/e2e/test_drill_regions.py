@@ -299,7 +299,12 @@ def test_one_drill_at_a_time_and_a_stopped_drill_is_cleaned_up_by_the_next(sandb
 
     result, _ = passing_run(sandbox, OUTAGE, after)
     assert [s["drill_id"] for s in result["swept"]] == [stopped_drill], result["swept"]
-    assert result["swept"][0]["run_state"] == "failed"
+    # The run was marked failed, yet Airflow may record it as success: its scheduler can re-evaluate the
+    # run from a read taken before the PATCH committed, and with every leaf (cleanup, watcher) skipped
+    # that reads as success (seen on SQLite). The sweep must not depend on it: it reports whatever the
+    # run's state is, which is over either way.
+    now = client.request("GET", f"/dags/{OUTAGE}/dagRuns/{stopped}")["state"]
+    assert now in ("failed", "success") and result["swept"][0]["run_state"] == now, (now, result["swept"])
     assert_nothing_left(layout, creds, endpoints, estate, stopped_drill)
     assert_nothing_left(layout, creds, endpoints, estate, drill_id("region_outage", after))
     left = s3.list_object_versions(Bucket=estate.primary_region.backup_bucket, Prefix="drills/active/")

@@ -8,7 +8,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from dr_automation.drills.report import DrillReportError, compliance, render_html, summarise
+from dr_automation.charts import OVER
+from dr_automation.drills.report import PHASES, DrillReportError, compliance, render_html, summarise
 from dr_automation.estate import DEFAULT_ESTATE_PATH, Estate, load_estate
 from dr_automation.status.snapshot import drill_entry
 
@@ -28,7 +29,13 @@ def result(name: str, *, passed: bool = True, rto: float = 300.0, rpo: float = 6
         "rpo_objective_minutes": 5,
         "integrity_score": 1.0,
         "integrity_objective": 0.999,
-        "phases": {"detect": 10.0, "decide": 2.0, "switch": 5.0, "restore": rto - 20.0, "verify": 3.0},
+        "phases": {
+            "detect": 10.0,
+            "decide": 2.0,
+            "switch": 5.0,
+            "restore": None if rto is None else rto - 20.0,
+            "verify": 3.0,
+        },
         **extra,
     }
 
@@ -139,11 +146,35 @@ def test_the_page_charts_measured_against_objective_and_escapes_text(estate: Est
     assert [s["aria-label"] for s in svgs] == [
         "Measured RTO against objective",
         "Measured RPO against objective",
+        "Recovery time by phase",
         "success rate across drills",
     ]
-    bars = [a for t, a in parser.tags if t == "rect"]
-    assert len(bars) == 10 and sum(1 for b in bars if b["fill"] == "#c0392b") == 1  # the one over its RTO
+    bars = [a for t, a in parser.tags if t == "rect" and a.get("class") == "measured"]
+    assert len(bars) == 10 and [b["data-measured"] for b in bars if b["fill"] == OVER] == [
+        "120"
+    ]  # 2 h > 60 min
     assert "readiness MEDIUM" in page and re.search(r"4 of 5 scenarios\s+passed \(80 %\)", page)
+    # the table marks each figure against its objective: the RTO missed, the 60 s RPO against 5 min met
+    assert page.count("<span class='bad'>missed</span>") == 1 and "7200.00 s / 60 min" in page
+    # each scenario's recovery split into its phases, on one scale
+    phases = [a for t, a in parser.tags if t == "rect" and a.get("class") == "phase"]
+    assert {p["data-phase"] for p in phases} == set(PHASES) and len(phases) == 5 * len(PHASES)
+    assert sum(float(p["data-seconds"]) for p in phases[:5]) == pytest.approx(300.0)
+    # the trend: one dot per drill, the past one and this one, below/at the 80 % line
+    dots = [a for t, a in parser.tags if t == "circle"]
+    assert [d["data-share"] for d in dots] == ["0.6", "0.8"] and dots[0]["fill"] == OVER
+
+
+def test_a_first_drill_still_draws_its_trend_point_and_unmeasured_figures_say_so(estate: Estate) -> None:
+    results = [result(n) for n in ALL[:4]] + [result(ALL[4], passed=False, rto=None, rpo=None)]
+    results[4]["phases"] = {}
+    page = render_html(report(estate, results))
+    parser = _Svg()
+    parser.feed(page)
+    assert [a["data-share"] for t, a in parser.tags if t == "circle"] == ["0.8"]
+    assert "not measured" in page
+    bars = [a for t, a in parser.tags if t == "rect" and a.get("class") == "measured"]
+    assert len(bars) == 8  # the unmeasured scenario draws no bar, only its label
 
 
 def test_the_report_is_what_the_status_board_reads(estate: Estate) -> None:

@@ -247,7 +247,7 @@ def summary_text(report: Mapping[str, Any], where: Mapping[str, str]) -> str:
         f"Business impact of the simulated outage: {impact['simulated_outage_hours']:.3f} h, "
         f"revenue at risk {loss['total']:.2f} {loss['currency']}"
         + (
-            f"; {sla['uptime_percent']} % uptime in a 30-day month, SLA credit {sla['credit_share']:.0%}"
+            f"; {sla['uptime_percent']:.3f} % uptime in a 30-day month, SLA credit {sla['credit_share']:.0%}"
             if sla
             else ""
         )

@@ -156,84 +156,109 @@ def summarise(
 
 # -- the readable page ---------------------------------------------------------------------------------
 
-
-def _bars(title: str, rows: Sequence[tuple[str, float | None, float | None]], unit: str) -> str:
-    """A horizontal bar per scenario (measured) with its objective marked; red when over it."""
-    width, bar_h, left = 560, 18, 170
-    top = max([v for _, v, o in rows for v in (v, o) if v is not None] or [1.0]) or 1.0
-    scale = (width - left - 20) / top
-    parts = [
-        f'<svg role="img" aria-label="{html.escape(title)}" width="{width}" height="{len(rows) * 28 + 30}">'
-    ]
-    parts.append(f'<text x="0" y="14" font-weight="bold">{html.escape(title)} ({unit})</text>')
-    for i, (name, measured, objective) in enumerate(rows):
-        y = 24 + i * 28
-        parts.append(f'<text x="0" y="{y + 13}">{html.escape(name)}</text>')
-        if measured is not None:
-            over = objective is not None and measured > objective
-            colour = "#c0392b" if over else "#27ae60"
-            parts.append(
-                f'<rect x="{left}" y="{y}" width="{max(measured * scale, 1):.1f}" height="{bar_h}" fill="{colour}">'
-                f"<title>{measured:.2f} {unit}</title></rect>"
-            )
-        if objective is not None:
-            x = left + objective * scale
-            parts.append(
-                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y - 2}" y2="{y + bar_h + 2}" stroke="#000" stroke-width="2">'
-                f"<title>objective {objective:.2f} {unit}</title></line>"
-            )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _trend(points: Sequence[Mapping[str, Any]]) -> str:
-    rates = [p.get("success_rate") for p in points if isinstance(p.get("success_rate"), int | float)]
-    width, height = 560, 120
-    if not rates:
-        return "<p>No past drills.</p>"
-    step = (width - 40) / max(len(rates) - 1, 1)
-    coords = " ".join(
-        f"{20 + i * step:.1f},{height - 10 - r * (height - 20):.1f}" for i, r in enumerate(rates)
-    )
-    return (
-        f'<svg role="img" aria-label="success rate across drills" width="{width}" height="{height}">'
-        f'<polyline points="{coords}" fill="none" stroke="#2c3e50" stroke-width="2"/>'
-        f'<line x1="0" x2="{width}" y1="{height - 10 - OVERALL_SUCCESS_RATE * (height - 20):.1f}" '
-        f'y2="{height - 10 - OVERALL_SUCCESS_RATE * (height - 20):.1f}" stroke="#e67e22" stroke-dasharray="4"/>'
-        "</svg>"
-    )
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:24px auto;max-width:980px;color:#1f2933;padding:0 16px}
+h1{font-size:22px;margin:0 0 6px} h2{font-size:16px;margin:26px 0 8px;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;width:100%} td,th{padding:5px 8px;border-bottom:1px solid #eee;
+text-align:left;font-size:13px;vertical-align:top} th{color:#52606d;font-weight:600}
+.ok{color:#1b7f3b} .bad{color:#c62828} .muted{color:#7b8794;font-size:12px}
+.badge{display:inline-block;padding:3px 10px;border-radius:12px;font-weight:700;margin-right:8px}
+.HIGH{background:#e3f4e8;color:#1b7f3b} .MEDIUM{background:#fff4e0;color:#b26a00}
+.LOW{background:#fde8e8;color:#c62828} .charts{display:flex;flex-wrap:wrap;gap:24px}
+"""
 
 
 def render_html(report: Mapping[str, Any]) -> str:
     """The report as one self-contained page (inline SVG charts, no scripts, every value escaped)."""
+    from dr_automation.charts import objective_bars, stacked_phases, trend
+
     esc = html.escape
     rows = report["scenarios"]
     rto = [(s["scenario"], _minutes(s.get("rto_seconds")), s.get("rto_objective_minutes")) for s in rows]
     rpo = [(s["scenario"], _minutes(s.get("rpo_seconds")), s.get("rpo_objective_minutes")) for s in rows]
-    table = "".join(
-        f"<tr><td>{esc(s['scenario'])}</td><td>{'passed' if s['passed'] else 'FAILED'}</td>"
-        f"<td>{esc(_fmt(s.get('rto_seconds')))}</td><td>{esc(_fmt(s.get('rpo_seconds')))}</td>"
-        f"<td>{esc(_fmt(s.get('integrity_score')))}</td><td>{esc(str(s.get('reason') or ''))}</td></tr>"
-        for s in rows
-    )
+    phases = [(s["scenario"], s.get("phases") or {}) for s in rows]
+    points = [
+        (str(p.get("drill_id") or p.get("finished_at") or "?"), float(p["success_rate"]))
+        for p in report.get("trend") or []
+        if isinstance(p.get("success_rate"), int | float) and not isinstance(p.get("success_rate"), bool)
+    ]
     advice = "".join(f"<li>{esc(line)}</li>" for line in report["recommendations"]) or "<li>None.</li>"
+    readiness = str(report["readiness"])
+    overall = "SUCCESS" if report["overall_success"] else "FAILURE"
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>DR drill {esc(str(report['drill_id']))}</title></head><body>"
+        f"<title>DR drill {esc(str(report['drill_id']))}</title><style>{_STYLE}</style></head><body>"
         f"<h1>DR drill {esc(str(report['drill_id']))}</h1>"
+        f"<p><span class='badge {esc(readiness)}'>readiness {esc(readiness)}</span>"
+        f"<span class='badge {'ok' if report['overall_success'] else 'bad'}'>overall {overall}</span></p>"
         f"<p>Finished {esc(str(report['finished_at']))}. {report['passed']} of {report['total']} scenarios "
-        f"passed ({report['success_rate'] * 100:.0f} %): overall "
-        f"{'SUCCESS' if report['overall_success'] else 'FAILURE'}, readiness {esc(report['readiness'])}.</p>"
-        "<table border='1'><tr><th>scenario</th><th>result</th><th>RTO (s)</th><th>RPO (s)</th>"
-        f"<th>integrity</th><th>reason</th></tr>{table}</table>"
-        + _bars("Measured RTO against objective", rto, "min")
-        + _bars("Measured RPO against objective", rpo, "min")
+        f"passed ({report['success_rate'] * 100:.0f} %): overall {overall} (at "
+        f"{OVERALL_SUCCESS_RATE * 100:.0f} % or more), readiness {esc(readiness)} (HIGH at "
+        f"{HIGH_READINESS_RATE * 100:.0f} % or more).</p>"
+        "<h2>Scenarios</h2>"
+        "<table><tr><th>scenario</th><th>result</th><th>RTO</th><th>RPO</th><th>integrity</th>"
+        f"<th>reason</th></tr>{''.join(_scenario_row(s) for s in rows)}</table>"
+        "<h2>Measured against objectives</h2><div class='charts'>"
+        + objective_bars(rto, "min", title="Measured RTO against objective")
+        + objective_bars(rpo, "min", title="Measured RPO against objective")
+        + "</div><p class='muted'>Each row is drawn against its own objective (the black mark); a red bar "
+        "missed it.</p><h2>Where the recovery time went</h2>"
+        + stacked_phases(phases, PHASES)
         + "<h2>Trend</h2>"
-        + _trend(report.get("trend") or [])
+        + trend(
+            points,
+            threshold=OVERALL_SUCCESS_RATE,
+            threshold_label=f"overall success at {OVERALL_SUCCESS_RATE * 100:.0f} %",
+        )
         + f"<h2>Recommendations</h2><ul>{advice}</ul>"
-        f"<p>Business impact of the simulated outage: {esc(_money(report['business_impact']['revenue_loss']))} "
-        f"over {report['business_impact']['simulated_outage_hours']} h{_sla(report['business_impact'])}.</p>"
-        f"{_simulated(report.get('simulated') or [])}</body></html>"
+        + _impact(report["business_impact"])
+        + f"{_simulated(report.get('simulated') or [])}</body></html>"
+    )
+
+
+def _scenario_row(s: Mapping[str, Any]) -> str:
+    """A scenario's figures against its objectives, each marked met or missed."""
+    met = s.get("compliance") or {}
+
+    def cell(value: Any, text: str, ok: bool | None) -> str:
+        if value is None:
+            return "<td class='muted'>not measured</td>"
+        mark = (
+            "" if ok is None else " <span class='ok'>met</span>" if ok else " <span class='bad'>missed</span>"
+        )
+        return f"<td>{html.escape(text)}{mark}</td>"
+
+    def timed(key: str) -> str:
+        objective = s.get(f"{key}_objective_minutes")
+        seconds = s.get(f"{key}_seconds")
+        text = "" if seconds is None else f"{_fmt(float(seconds))} s"
+        return cell(
+            seconds, text + ("" if objective is None else f" / {_fmt(objective)} min"), met.get(f"{key}_met")
+        )
+
+    integrity = s.get("integrity_score")
+    return (
+        f"<tr><td>{html.escape(str(s['scenario']))}</td>"
+        f"<td class='{'ok' if s['passed'] else 'bad'}'>{'passed' if s['passed'] else 'FAILED'}</td>"
+        + timed("rto")
+        + timed("rpo")
+        + cell(integrity, "" if integrity is None else _fmt(float(integrity)), met.get("integrity_met"))
+        + f"<td>{html.escape(str(s.get('reason') or ''))}</td></tr>"
+    )
+
+
+def _impact(impact: Mapping[str, Any]) -> str:
+    loss = impact["revenue_loss"]
+    tiers = "".join(
+        f"<tr><td>{html.escape(str(tier))}</td><td>{html.escape(_money({'total': amount, 'currency': loss['currency']}))}"
+        "</td></tr>"
+        for tier, amount in (loss.get("by_tier") or {}).items()
+    )
+    table = f"<table><tr><th>customer tier</th><th>revenue lost</th></tr>{tiers}</table>" if tiers else ""
+    return (
+        "<h2>Business impact of the simulated outage</h2>"
+        f"<p>{html.escape(_money(loss))} over {impact['simulated_outage_hours']} h "
+        f"(every scenario's RTO added up){_sla(impact)}.</p>{table}"
     )
 
 
@@ -242,7 +267,7 @@ def _sla(impact: Mapping[str, Any]) -> str:
     if not sla:
         return ""
     owed = f"an SLA credit of {sla['credit_share'] * 100:.0f} %" if sla["credit_share"] else "no SLA credit"
-    return html.escape(f"; in a 30-day month that is {sla['uptime_percent']} % uptime and {owed}")
+    return html.escape(f"; in a 30-day month that is {sla['uptime_percent']:.3f} % uptime and {owed}")
 
 
 def _simulated(items: Sequence[str]) -> str:

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
+from dr_automation.charts import objective_bars
+
 REFRESH_SECONDS = 15
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:16px;color:#1f2933;background:#fff}
@@ -19,6 +21,7 @@ table{border-collapse:collapse;width:100%} td,th{padding:4px 8px;border-bottom:1
 text-align:left;font-size:13px;vertical-align:middle} th{color:#52606d;font-weight:600}
 .big{font-size:28px;font-weight:700} .ok{color:#1b7f3b} .bad{color:#c62828} .warn{color:#b26a00}
 .muted{color:#7b8794;font-size:12px} .err{color:#c62828;font-size:12px} a{color:#1565c0}
+.drill-charts{display:flex;flex-wrap:wrap;gap:16px}
 .pill{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;background:#eef2f7}
 """
 
@@ -70,35 +73,6 @@ def sparkline(
                 parts.append(f'<circle cx="{x}" cy="{y}" r="2" fill="#c62828"/>')
     parts.append("</svg>")
     return "".join(parts)
-
-
-def objective_bars(rows: Sequence[tuple[str, float | None, float | None]], unit: str = "min") -> str:
-    """Horizontal bars: measured value per label against its objective (a vertical mark)."""
-    width, label_w, bar_h, gap = 420, 150, 14, 8
-    scale = max([v for _, m, o in rows for v in (m, o) if v is not None] or [1.0]) or 1.0
-    plot = width - label_w - 70
-    height = len(rows) * (bar_h + gap) + gap
-    out = [f'<svg class="bars" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">']
-    for i, (label, measured, objective) in enumerate(rows):
-        y = gap + i * (bar_h + gap)
-        out.append(f'<text x="0" y="{y + bar_h - 3}" font-size="11">{_e(label)}</text>')
-        if measured is not None:
-            over = objective is not None and measured > objective
-            w = max(1.0, plot * measured / scale)
-            out.append(
-                f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" '
-                f'fill="{"#c62828" if over else "#2e7d32"}"/>'
-                f'<text x="{label_w + w + 4:.1f}" y="{y + bar_h - 3}" font-size="11">'
-                f"{measured:g} {unit}</text>"
-            )
-        if objective is not None:
-            x = label_w + plot * objective / scale
-            out.append(
-                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y - 2}" y2="{y + bar_h + 2}" stroke="#1f2933" '
-                f'stroke-width="2"><title>objective {objective:g} {unit}</title></line>'
-            )
-    out.append("</svg>")
-    return "".join(out)
 
 
 def _serving(s: Any, base: str) -> str:
@@ -246,9 +220,14 @@ def _drills(section: Any, base: str) -> str:
             f'<div class="drill" data-drill="{_e(d["drill_id"])}"><b>{_e(d["drill_id"])}</b> '
             f"<span class='muted'>{_e(d['finished_at'])} · success {_e(d['success_rate'])} · readiness "
             f"{_e(d['readiness'])} · {_link(d['run_link'], 'run', base)} · {_link(d['console'], 'report', base)}</span>"
-            f"<div>RTO{objective_bars([(s['scenario'], s['rto_minutes'], s['rto_objective_minutes']) for s in sc])}"
-            f"</div><div>RPO{objective_bars([(s['scenario'], s['rpo_minutes'], s['rpo_objective_minutes']) for s in sc])}"
-            "</div></div>"
+            "<div class='drill-charts'>"
+            + objective_bars(
+                [(s["scenario"], s["rto_minutes"], s["rto_objective_minutes"]) for s in sc], title="RTO"
+            )
+            + objective_bars(
+                [(s["scenario"], s["rpo_minutes"], s["rpo_objective_minutes"]) for s in sc], title="RPO"
+            )
+            + "</div></div>"
         )
     return "".join(out)
 
