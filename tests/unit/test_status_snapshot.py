@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from dr_automation.charts import OVER
 from dr_automation.health.history import HealthHistory
 from dr_automation.status import DRILLS_PREFIX
 from dr_automation.status.page import render_page
@@ -314,6 +315,10 @@ def test_figures_come_from_manifests_verification_state_failover_records_drills_
     assert f'data-region="{PRIMARY}" data-score="0.4"' in html
     assert 'href="/airflow/dags/regional_failover/runs/r9/tasks/await_approval/required_actions"' in html
     assert html.count('<svg class="bars"') == 2 and html.count('<svg class="spark"') == 3
+    # the drill's charts: each figure labelled, the one over its objective red, the failed scenario named
+    assert ">1.5 min</text>" in html and ">75 min</text>" in html and 'data-measured="75"' in html
+    assert html.count(f'fill="{OVER}" data-measured=') == 2  # database_failure's RTO 75 > 60, RPO 7 > 5
+    assert '<span class="bad drill-failed">failed: database_failure</span>' in html
     assert "http-equiv='refresh'" in html
 
 

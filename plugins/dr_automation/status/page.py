@@ -216,11 +216,13 @@ def _drills(section: Any, base: str) -> str:
         return "".join(out) + none
     for d in drills:
         sc = d["scenarios"]
+        failed = [s["scenario"] for s in sc if s.get("passed") is False]
         out.append(
             f'<div class="drill" data-drill="{_e(d["drill_id"])}"><b>{_e(d["drill_id"])}</b> '
             f"<span class='muted'>{_e(d['finished_at'])} · success {_e(d['success_rate'])} · readiness "
             f"{_e(d['readiness'])} · {_link(d['run_link'], 'run', base)} · {_link(d['console'], 'report', base)}</span>"
-            "<div class='drill-charts'>"
+            + (f' <span class="bad drill-failed">failed: {_e(", ".join(failed))}</span>' if failed else "")
+            + "<div class='drill-charts'>"
             + objective_bars(
                 [(s["scenario"], s["rto_minutes"], s["rto_objective_minutes"]) for s in sc], title="RTO"
             )
