@@ -21,7 +21,7 @@ table{border-collapse:collapse;width:100%} td,th{padding:4px 8px;border-bottom:1
 text-align:left;font-size:13px;vertical-align:middle} th{color:#52606d;font-weight:600}
 .big{font-size:28px;font-weight:700} .ok{color:#1b7f3b} .bad{color:#c62828} .warn{color:#b26a00}
 .muted{color:#7b8794;font-size:12px} .err{color:#c62828;font-size:12px} a{color:#1565c0}
-.drill-charts{display:flex;flex-wrap:wrap;gap:16px}
+.drill-charts{display:flex;flex-wrap:wrap;gap:16px} .drill-failed{font-size:13px;font-weight:600}
 .pill{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;background:#eef2f7}
 """
 
