@@ -60,10 +60,10 @@ def objective_bars(
         text_y = y + bar_h - 3
         out.append(f'<text x="0" y="{text_y}" font-size="11">{_e(label)}</text>')
         out.append(f'<rect x="{label_w}" y="{y}" width="{plot}" height="{bar_h}" fill="#f7f9fb"/>')
-        scale = objective if objective else (measured or 1.0)
+        scale = objective or measured or 1.0  # a row without an objective fills up to the mark
+        over = measured is not None and objective is not None and measured > objective
         if measured is not None:
-            over = objective is not None and measured > objective
-            w = min(plot, max(2.0, mark * measured / scale)) if scale else 2.0
+            w = min(plot, max(2.0, mark * measured / scale))
             out.append(
                 f'<rect class="measured" x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" '
                 f'fill="{OVER if over else OK}" data-measured="{number(measured, 4)}" '
@@ -85,7 +85,7 @@ def objective_bars(
         value = "not measured" if measured is None else f"{number(measured)} {unit}"
         out.append(
             f'<text x="{vx}" y="{text_y}" font-size="11" font-weight="bold" '
-            f'fill="{OVER if measured is not None and objective is not None and measured > objective else INK}">'
+            f'fill="{OVER if over else INK}">'
             f"{_e(value)}</text>"
         )
         if objective is not None:
