@@ -36,6 +36,12 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
+# Modules run side by side, each whole on one worker (its sandbox with it), longest first
+# (tests/conftest.py). Most e2e time is waiting for scheduler loops, not CPU, so 2 cores carry 4 workers.
+# The budget is 30 minutes on a clean clone; the run ends with the 25 slowest tests and the total.
+TEST_WORKERS ?= 4
+PARALLEL := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -44,16 +50,16 @@ test-quick: venv
 	$(VENV)/bin/pytest -q -m "not integration and not e2e"
 
 test-integration: venv
-	$(VENV)/bin/pytest -q -m integration
+	$(VENV)/bin/pytest -q -m integration $(PARALLEL)
 
 test-e2e: venv browser
-	$(VENV)/bin/pytest -q -m e2e
+	$(VENV)/bin/pytest -q -m e2e $(PARALLEL)
 
 # Lint, then all three tiers in one pytest run (one summary line for CI).
 test: venv browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q $(PARALLEL)
 
 demo: venv
 	$(PY) -m dr_sandbox demo

@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,6 +48,55 @@ _pythonpath = [str(PLUGINS_FOLDER), str(INCLUDE_FOLDER)]
 if os.environ.get("PYTHONPATH"):
     _pythonpath.append(os.environ["PYTHONPATH"])
 os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(_pythonpath))
+
+
+# The suite's budget on a clean clone of this machine kind (2 cores), `make test` end to end.
+SUITE_BUDGET_MINUTES = 30
+
+# `make test` runs modules side by side (pytest-xdist, --dist loadfile, no reordering), each module
+# whole on one worker, handed out in collection order to whichever worker is free. The longest
+# modules go first so that none of them starts last and holds the run up alone; after them every
+# e2e module, then integration, then the quick tiers, which fill the gaps. Measured by the slowest-
+# tests list `make test` prints; a module missing here still runs, only later.
+LONGEST_FIRST = (
+    "tests/e2e/test_demo.py",
+    "tests/e2e/test_quarterly_drill_run.py",
+    "tests/integration/test_verify_backups.py",
+    "tests/e2e/test_backup_tier_runs.py",
+    "tests/e2e/test_drill_regions.py",
+    "tests/e2e/test_region_health_monitor.py",
+    "tests/e2e/test_failover_approval_and_failback.py",
+    "tests/integration/test_backup_tiers.py",
+)
+TIER_ORDER = ("tests/e2e/", "tests/integration/", "tests/dags/", "tests/unit/")
+
+
+def _schedule_key(item: pytest.Item) -> tuple[int, int]:
+    path = item.nodeid.split("::", 1)[0]
+    if path in LONGEST_FIRST:
+        return (0, LONGEST_FIRST.index(path))
+    tier = next((i for i, prefix in enumerate(TIER_ORDER) if path.startswith(prefix)), len(TIER_ORDER))
+    return (1 + tier, 0)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest modules first (a stable sort: the order inside a module is kept)."""
+    items.sort(key=_schedule_key)
+
+
+_SESSION_STARTED = time.monotonic()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """After the slowest-tests list: the run's time against the suite's budget."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    minutes = (time.monotonic() - _SESSION_STARTED) / 60
+    verdict = "within" if minutes <= SUITE_BUDGET_MINUTES else "OVER"
+    terminalreporter.write_line(
+        f"suite time {minutes:.1f} min: {verdict} the {SUITE_BUDGET_MINUTES}-minute budget (README, Tests)"
+    )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

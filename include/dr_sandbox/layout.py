@@ -27,12 +27,60 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_is_free(host: str, port: int, kind: int = socket.SOCK_STREAM) -> bool:
+    """False only when something holds the port: a TCP listener, or a bound UDP socket.
+
+    The sandbox's servers bind with SO_REUSEADDR, so the check does too: connections that the last
+    sandbox left in TIME_WAIT do not keep a restarted sandbox from binding, and must not keep this
+    check from letting it.
+    """
     with socket.socket(socket.AF_INET, kind) as s:
+        if kind == socket.SOCK_STREAM:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
             return False
         return True
+
+
+# Test sandboxes take their ports from below the kernel's ephemeral range (32768-60999 by default), in
+# a block of their own per pytest-xdist worker: no client connection or bind(0) of another process
+# can take a port between the moment it is chosen and the moment its server binds it, and sandboxes
+# that run side by side never pick the same port.
+TEST_PORT_BASE = 20000
+TEST_PORT_BLOCK = 600
+
+
+def _unused(host: str, port: int) -> bool:
+    """Nothing bound there at all (TCP and UDP), not even a connection in TIME_WAIT."""
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
+class PortBlock:
+    """Hands out ports for one test sandbox: this worker's block, each port unused on every host."""
+
+    def __init__(self, worker: str | None = None) -> None:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "") if worker is None else worker
+        index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+        self._low = TEST_PORT_BASE + (index % 20) * TEST_PORT_BLOCK
+        # a different start per process: a sandbox started right after another one of the same worker
+        # (a CLI subprocess, the next module) does not walk the ports the last one just released
+        self._next = self._low + (os.getpid() * 7) % TEST_PORT_BLOCK
+        self._given: set[int] = set()
+
+    def take(self, *hosts: str) -> int:
+        for _ in range(TEST_PORT_BLOCK):
+            port, self._next = self._next, self._low + (self._next + 1 - self._low) % TEST_PORT_BLOCK
+            if port not in self._given and all(_unused(h, port) for h in hosts):
+                self._given.add(port)
+                return port
+        raise RuntimeError(f"no unused port left in {self._low}-{self._low + TEST_PORT_BLOCK - 1}")
 
 
 @dataclass(frozen=True)
@@ -49,6 +97,8 @@ class SandboxLayout:
     drill_app_port: int = 8100
     # the chat / status-page webhook stand-in (dr_sandbox.webhook_sink)
     sink_port: int = 5080
+    # the Neo4j stand-in (tier-3 backups); 0: any free port, chosen at start
+    neo4j_port: int = 0
     # region name -> its own loopback address (filled from the estate's regions, in order)
     region_hosts: dict[str, str] = field(default_factory=dict)
     database_name: str = "dr_sandbox_primary"
@@ -159,18 +209,21 @@ class SandboxLayout:
     def for_tests(cls, state_dir: Path, regions: list[str]) -> SandboxLayout:
         """Free ports and a 127.9.N.1 address per region, so a running `make up` is never touched."""
         host = "127.0.0.1"
+        region_hosts = {name: f"127.9.{i}.1" for i, name in enumerate(regions, start=1)}
+        ports = PortBlock()
         return cls(
             state_dir=state_dir,
             host=host,
-            aws_port=free_port(host),
-            dns_port=free_port(host),
-            dns_status_port=free_port(host),
-            k8s_port=free_port(host),
-            airflow_port=free_port(host),
-            sink_port=free_port(host),
-            app_port=free_port("127.9.1.1"),
-            drill_app_port=free_port("127.9.1.1"),
-            region_hosts={name: f"127.9.{i}.1" for i, name in enumerate(regions, start=1)},
+            aws_port=ports.take(host),
+            dns_port=ports.take(host),
+            dns_status_port=ports.take(host),
+            k8s_port=ports.take(host),
+            airflow_port=ports.take(host),
+            sink_port=ports.take(host),
+            neo4j_port=ports.take(host),
+            app_port=ports.take(*region_hosts.values()),
+            drill_app_port=ports.take(*region_hosts.values()),
+            region_hosts=region_hosts,
             database_name=f"dr_sandbox_test_{os.getpid()}",
         )
 

@@ -271,7 +271,7 @@ def _up(
     from dr_sandbox.aws_seed import seed_aws
     from dr_sandbox.k8s_api import seed_cluster
 
-    neo4j_url = f"http://{layout.host}:{free_port(layout.host)}"  # the Neo4j stand-in (tier-3 backups)
+    neo4j_url = f"http://{layout.host}:{layout.neo4j_port or free_port(layout.host)}"  # tier-3 backups
     layout.estate_file.write_text(
         yaml.safe_dump(
             _merged(sandbox_estate(layout, DEFAULT_ESTATE_PATH, neo4j_url=neo4j_url), overrides),
