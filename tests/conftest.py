@@ -43,6 +43,11 @@ _TEST_ENV = {
     "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(_AIRFLOW_HOME / "logs"),
 }
 os.environ.update(_TEST_ENV)
+# Sandboxes of one test run (every xdist worker: the controller is their parent) start from one
+# migrated metadata database instead of migrating each time (dr_sandbox.airflow_runtime).
+_RUN_OWNER = os.getppid() if os.environ.get("PYTEST_XDIST_WORKER") else os.getpid()
+_METADATA_CACHE = Path(tempfile.gettempdir()) / f"dr-sandbox-metadata-{_RUN_OWNER}"
+os.environ["DR_SANDBOX_METADATA_CACHE"] = str(_METADATA_CACHE)
 # Subprocesses started by tests (bench, Airflow CLI) must see the bundle's packages too.
 _pythonpath = [str(PLUGINS_FOLDER), str(INCLUDE_FOLDER)]
 if os.environ.get("PYTHONPATH"):
@@ -100,8 +105,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Remove the throwaway AIRFLOW_HOME (SQLite file, logs) when the session ends."""
+    """Remove the throwaway AIRFLOW_HOME (SQLite file, logs) when the session ends, and (the run's
+    controller) the metadata cache its sandboxes shared."""
     shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        shutil.rmtree(_METADATA_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,9 @@
 What runs for real: the AWS emulator (moto behind the fault middleware, seeded like the sandbox), the
 Kubernetes API stand-in running toolbox pods as local processes, a real PostgreSQL database with rows
 (the dumps are real ``pg_dump`` output), the machine's Redis with seeded sessions, the Neo4j stand-in,
-the webhook sink, an audit database, and the tier DAG itself through Airflow's ``dag.test()`` in a
-subprocess (tasks run one after another in that process; the deferrable pods' triggers run inline).
+the webhook sink, an audit database, and the tier DAG itself through Airflow's ``dag.test()``, each run
+in a fresh fork of a warm runner process (``dr_sandbox.dag_runner``: tasks run one after another in
+that process; the deferrable pods' triggers run inline).
 What it leaves out compared with ``make up``: the scheduler, triggerer and api-server, the regional
 apps and the DNS server (backups use none of them).
 
@@ -35,38 +36,6 @@ AWS_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE",
     "AWS_SECRET_ACCESS_KEY": "rig-secret-not-real",
 }
-RUN_SCRIPT = """
-import json, sys, time
-from airflow.dag_processing.dagbag import DagBag
-from airflow.models import TaskInstance
-from airflow.utils.session import create_session
-
-bag = DagBag(dag_folder=sys.argv[1])
-if bag.import_errors:
-    print("RIG_RESULT " + json.dumps({"import_errors": {k: v[-2000:] for k, v in bag.import_errors.items()}}))
-    sys.exit(3)
-dag = bag.dags[sys.argv[2]]
-# Airflow 3.3.2's dag.test() cannot finish a SUCCESSFUL run of a DAG with a DeadlineAlert (it looks the
-# alert up by id but holds its serialized form): drop it here; the sandbox runs keep it.
-dag.deadline = None
-started = time.monotonic()
-run = dag.test(run_conf=json.loads(sys.argv[3]) if len(sys.argv) > 3 else None)
-seconds = time.monotonic() - started
-with create_session() as session:
-    tis = [
-        {"task_id": ti.task_id, "map_index": ti.map_index, "state": str(ti.state), "try_number": ti.try_number,
-         "duration": ti.duration, "label": ti.rendered_map_index}
-        for ti in session.query(TaskInstance).filter(TaskInstance.dag_id == sys.argv[2], TaskInstance.run_id == run.run_id)
-    ]
-    from airflow.models.asset import AssetEvent
-
-    events = [
-        {"asset": e.asset.name, "uri": e.asset.uri, "extra": e.extra}
-        for e in session.query(AssetEvent).filter(AssetEvent.source_run_id == run.run_id)
-    ]
-result = {"run_id": run.run_id, "state": str(run.state), "seconds": seconds, "tis": tis, "asset_events": events}
-print("RIG_RESULT " + json.dumps(result, default=str))
-"""
 
 
 class BackupRig:
@@ -264,27 +233,63 @@ class BackupRig:
     def run(self, dag_id: str, *, conf: dict[str, Any] | None = None, timeout: float = 900) -> dict[str, Any]:
         """One run of `dag_id` under dag.test() (with `conf`); returns run_id, state, seconds, every
         task instance and the run's log."""
-        script = self.workdir / "run_dag.py"
-        script.write_text(RUN_SCRIPT)
+        from dr_sandbox.dag_runner import RESULT_PREFIX
+
+        runner = self._runner()
+        out = self.workdir / "run_dag.log"
         started = time.monotonic()
-        conf_arg = [json.dumps(conf)] if conf is not None else []
-        proc = subprocess.run(
-            [sys.executable, str(script), str(self.dags_folder), dag_id, *conf_arg],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=self.workdir,
-        )
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("RIG_RESULT ")]
+        request = {
+            "dags_folder": str(self.dags_folder),
+            "dag_id": dag_id,
+            "conf": conf,
+            "env": self.env,
+            "cwd": str(self.workdir),
+            "out": str(out),
+            "timeout": timeout,
+        }
+        runner.stdin.write(json.dumps(request) + "\n")
+        runner.stdin.flush()
+        answer = runner.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"{dag_id}: the DAG runner stopped (exit {runner.poll()})")
+        status = json.loads(answer)
+        log = out.read_text(errors="replace") if out.exists() else ""
+        lines = [line for line in log.splitlines() if line.startswith(RESULT_PREFIX)]
         if not lines:
-            raise RuntimeError(
-                f"{dag_id}: dag.test gave no result (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-6000:]}"
-            )
+            raise RuntimeError(f"{dag_id}: dag.test gave no result ({status}):\n{log[-6000:]}")
         result = json.loads(lines[-1].split(" ", 1)[1])
         result["wall_seconds"] = round(time.monotonic() - started, 3)
-        result["log"] = proc.stdout + proc.stderr
+        result["log"] = log
         return result
+
+    def _runner(self) -> subprocess.Popen:
+        """The warm process that forks one child per run (started on first use, stopped with the rig)."""
+        if getattr(self, "_runner_proc", None) is None or self._runner_proc.poll() is not None:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "dr_sandbox.dag_runner"],
+                env=self.env,
+                cwd=self.workdir,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=open(self.workdir / "dag_runner.log", "ab"),
+                text=True,
+            )
+            ready = proc.stdout.readline()
+            if not ready:
+                raise RuntimeError(f"the DAG runner did not start; see {self.workdir / 'dag_runner.log'}")
+            self._runner_proc = proc
+            self._stack.append(self._stop_runner)
+        return self._runner_proc
+
+    def _stop_runner(self) -> None:
+        proc, self._runner_proc = self._runner_proc, None
+        if proc is not None and proc.poll() is None:
+            proc.stdin.close()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def use_scratch_server(self) -> None:
         """Point the estate's scratch server (where verification and drills restore dumps) at the

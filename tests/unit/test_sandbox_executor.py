@@ -59,3 +59,35 @@ def test_bad_settings_are_refused_by_name(
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=message):
         rt.executor_env(layout)
+
+
+def test_sqlite_metadata_is_migrated_once_per_cache_and_copied_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first sandbox migrates and imports pools (into the cache); the next copies that database."""
+    monkeypatch.delenv(rt.EXECUTOR_ENV, raising=False)
+    monkeypatch.delenv(rt.METADATA_ENV, raising=False)
+    monkeypatch.setenv(rt.METADATA_CACHE_ENV, str(tmp_path / "cache"))
+    commands: list[str] = []
+
+    def fake_run(argv, env, layout, name):
+        commands.append(" ".join(argv[1:3]))
+        db = layout.airflow_home / "airflow.db"
+        db.write_text(db.read_text() + argv[2] + ";" if db.exists() else "migrated;")
+
+    monkeypatch.setattr(rt, "_run", fake_run)
+    settings = {"pools": [{"pool_name": "dr_traffic", "pool_slot": 1}]}
+    creds = {"username": "u", "password": "p"}
+    first = SandboxLayout.for_tests(tmp_path / "one", ["us-east-1"])
+    rt.initialise(first, {}, settings, creds)
+    assert commands == ["db migrate", "pools import"]
+    second = SandboxLayout.for_tests(tmp_path / "two", ["us-east-1"])
+    rt.initialise(second, {}, settings, creds)
+    assert commands == ["db migrate", "pools import"]  # nothing run again
+    assert (second.airflow_home / "airflow.db").read_text() == "migrated;import;"
+    # other pools: another database
+    rt.initialise(SandboxLayout.for_tests(tmp_path / "three", ["us-east-1"]), {}, {"pools": []}, creds)
+    assert commands[-1] == "db migrate"
+    monkeypatch.delenv(rt.METADATA_CACHE_ENV)
+    rt.initialise(SandboxLayout.for_tests(tmp_path / "four", ["us-east-1"]), {}, settings, creds)
+    assert commands[-2:] == ["db migrate", "pools import"]  # without a cache, every sandbox migrates
