@@ -43,11 +43,14 @@ _TEST_ENV = {
     "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(_AIRFLOW_HOME / "logs"),
 }
 os.environ.update(_TEST_ENV)
-# Sandboxes of one test run (every xdist worker: the controller is their parent) start from one
-# migrated metadata database instead of migrating each time (dr_sandbox.airflow_runtime).
+# Test sandboxes keep Airflow's metadata in PostgreSQL, as a real deployment does: several sandboxes
+# side by side on two cores hold SQLite's one write lock long enough to kill a scheduler. (The demo's
+# test runs `make demo` as it is, on SQLite.) The sandboxes of one run (every xdist worker: the
+# controller is their parent) start from one migrated database instead of migrating each time.
+os.environ.setdefault("DR_SANDBOX_METADATA", "postgres")
 _RUN_OWNER = os.getppid() if os.environ.get("PYTEST_XDIST_WORKER") else os.getpid()
-_METADATA_CACHE = Path(tempfile.gettempdir()) / f"dr-sandbox-metadata-{_RUN_OWNER}"
-os.environ["DR_SANDBOX_METADATA_CACHE"] = str(_METADATA_CACHE)
+_METADATA_CACHE = f"run{_RUN_OWNER}"
+os.environ["DR_SANDBOX_METADATA_CACHE"] = _METADATA_CACHE
 # Subprocesses started by tests (bench, Airflow CLI) must see the bundle's packages too.
 _pythonpath = [str(PLUGINS_FOLDER), str(INCLUDE_FOLDER)]
 if os.environ.get("PYTHONPATH"):
@@ -109,7 +112,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     controller) the metadata cache its sandboxes shared."""
     shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
     if not os.environ.get("PYTEST_XDIST_WORKER"):
-        shutil.rmtree(_METADATA_CACHE, ignore_errors=True)
+        from dr_sandbox.airflow_runtime import drop_metadata_cache
+
+        drop_metadata_cache(_METADATA_CACHE)
 
 
 @pytest.fixture(scope="session")

@@ -104,34 +104,51 @@ def connection_env(settings: Mapping[str, Any]) -> dict[str, str]:
 
 def metadata_url(layout: SandboxLayout) -> str:
     if uses_postgres():
-        return f"postgresql+psycopg2://postgres@127.0.0.1:5432/{layout.database_name}_airflow"
+        return _postgres_url(f"{layout.database_name}_airflow")
     return f"sqlite:///{layout.airflow_home / 'airflow.db'}"
 
 
-def prepare_metadata_database(layout: SandboxLayout) -> None:
-    """Fresh PostgreSQL metadata database when asked for (dropped again by `down`)."""
-    if not uses_postgres():
-        return
+def _postgres_url(database: str) -> str:
+    return f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}"
+
+
+# SQLite allows one writer at a time; a busy machine (two cores, several Airflow processes) can hold
+# the lock past sqlite3's 5-second default, and a scheduler that gets "database is locked" dies.
+SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": 60}
+
+
+def _admin_connection() -> Any:
     import psycopg2
-    from psycopg2 import sql
 
     conn = psycopg2.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres")
     conn.autocommit = True
+    return conn
+
+
+def prepare_metadata_database(layout: SandboxLayout, *, template: str | None = None) -> None:
+    """Fresh PostgreSQL metadata database when asked for (dropped again by `down`), empty or a copy
+    of an already migrated `template`."""
+    if not uses_postgres():
+        return
+    from psycopg2 import sql
+
+    conn = _admin_connection()
     try:
         with conn.cursor() as cur:
             name = sql.Identifier(f"{layout.database_name}_airflow")
             cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(name))
+            if template:
+                cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(name, sql.Identifier(template)))
+            else:
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(name))
     finally:
         conn.close()
 
 
 def drop_metadata_database(layout: SandboxLayout) -> None:
-    import psycopg2
     from psycopg2 import sql
 
-    conn = psycopg2.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres")
-    conn.autocommit = True
+    conn = _admin_connection()
     try:
         with conn.cursor() as cur:
             cur.execute(
@@ -195,6 +212,8 @@ def airflow_env(
             "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), str(REPO_ROOT / "include")]),
         }
     )
+    if not uses_postgres():
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] = "dr_sandbox.airflow_runtime.SQLITE_CONNECT_ARGS"
     env.update(executor_env(layout))
     env.update(extra)
     return env
@@ -220,13 +239,16 @@ def celery_queue(layout: SandboxLayout) -> str:
     return f"{layout.database_name}_tasks"
 
 
-METADATA_CACHE_ENV = "DR_SANDBOX_METADATA_CACHE"  # a folder: reuse a migrated SQLite database
+# One token per test run: its sandboxes start from one migrated metadata database (a PostgreSQL
+# template, or a SQLite file) instead of migrating each time. Unset: every sandbox migrates.
+METADATA_CACHE_ENV = "DR_SANDBOX_METADATA_CACHE"
+METADATA_TEMPLATE_PREFIX = "dr_sandbox_meta_"
 
 
 def initialise(
     layout: SandboxLayout, env: Mapping[str, str], settings: Mapping[str, Any], credentials
 ) -> None:
-    """Migrate the metadata DB, write the admin's password file, import pools."""
+    """Migrate the metadata DB (or copy a migrated one), write the admin's password file, import pools."""
     home = layout.airflow_home
     home.mkdir(parents=True, exist_ok=True)
     passwords = home / "simple_auth_manager_passwords.json"
@@ -236,37 +258,100 @@ def initialise(
         p["pool_name"]: {"slots": int(p["pool_slot"]), "description": p.get("pool_description", "")}
         for p in settings.get("pools", [])
     }
-    cached = _cached_metadata(pools)
-    if cached is not None and cached.exists():
-        shutil.copyfile(cached, home / "airflow.db")
-        return
-    prepare_metadata_database(layout)
+    key = _cache_key(pools)
+    if key is None:
+        prepare_metadata_database(layout)
+        _migrate(layout, env, pools)
+    elif uses_postgres():
+        template = f"{METADATA_TEMPLATE_PREFIX}{key}"
+        _ensure_template(template, layout, env, pools)
+        prepare_metadata_database(layout, template=template)
+    else:
+        cached = _sqlite_cache_folder(key.split("_")[0]) / f"airflow-{key}.db"
+        if not cached.exists():
+            _migrate(layout, env, pools)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")
+            shutil.copyfile(home / "airflow.db", partial)
+            partial.replace(cached)  # atomic: a sandbox starting beside this one sees all of it or none
+        else:
+            shutil.copyfile(cached, home / "airflow.db")
+
+
+def _migrate(layout: SandboxLayout, env: Mapping[str, str], pools: Mapping[str, Any]) -> None:
     _run([_airflow_bin(), "db", "migrate"], env, layout, "airflow-db-migrate")
     if pools:
-        pools_file = home / "pools.json"
+        pools_file = layout.airflow_home / "pools.json"
         pools_file.write_text(json.dumps(pools))
         _run([_airflow_bin(), "pools", "import", str(pools_file)], env, layout, "airflow-pools")
-    if cached is not None:
-        partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")
-        shutil.copyfile(home / "airflow.db", partial)
-        partial.replace(cached)  # atomic: a sandbox starting beside this one sees all of it or none
 
 
-def _cached_metadata(pools: Mapping[str, Any]) -> Path | None:
-    """Where a migrated SQLite metadata database with these pools is kept, when a cache folder is set.
+def _cache_key(pools: Mapping[str, Any]) -> str | None:
+    """`<run token>_<hash of Airflow's version and the pools>`, when a cache token is set.
 
     Migrating costs about 10 CPU-seconds a sandbox; the test suite starts a dozen. The database holds
     no secret (credentials, connections and the Fernet key live in the environment), so every sandbox
-    on the same Airflow version and pools starts from a copy of the first one's.
+    of the run on the same Airflow version and pools starts from a copy of the first one's.
     """
-    folder = os.environ.get(METADATA_CACHE_ENV)
-    if not folder or uses_postgres():
+    token = re.sub(r"[^a-z0-9]", "", os.environ.get(METADATA_CACHE_ENV, "").lower())[:20]
+    if not token:
         return None
     from importlib.metadata import version
 
-    key = hashlib.sha256(json.dumps([version("apache-airflow"), pools], sort_keys=True).encode())
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    return Path(folder) / f"airflow-metadata-{key.hexdigest()[:16]}.db"
+    digest = hashlib.sha256(json.dumps([version("apache-airflow"), pools], sort_keys=True).encode())
+    return f"{token}_{digest.hexdigest()[:12]}"
+
+
+def _sqlite_cache_folder(token: str) -> Path:
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"dr-sandbox-metadata-{token}"
+
+
+def _ensure_template(
+    template: str, layout: SandboxLayout, env: Mapping[str, str], pools: Mapping[str, Any]
+) -> None:
+    """Create and migrate the PostgreSQL template once; sandboxes starting side by side wait for it."""
+    from psycopg2 import sql
+
+    conn = _admin_connection()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(hashtext(%s))", (template,))
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (template,))
+            if cur.fetchone():
+                return
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(template)))
+            try:
+                _migrate(
+                    layout, {**env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": _postgres_url(template)}, pools
+                )
+            except BaseException:
+                cur.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(template))
+                )
+                raise
+    finally:
+        conn.close()  # ends the session: the advisory lock goes with it
+
+
+def drop_metadata_cache(token: str) -> None:
+    """Remove what a run's sandboxes shared: its PostgreSQL templates and its SQLite files."""
+    from psycopg2 import sql
+
+    token = re.sub(r"[^a-z0-9]", "", token.lower())[:20]
+    shutil.rmtree(_sqlite_cache_folder(token), ignore_errors=True)
+    conn = _admin_connection()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s",
+                (f"{METADATA_TEMPLATE_PREFIX}{token}\\_%",),
+            )
+            for (name,) in cur.fetchall():
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    finally:
+        conn.close()
 
 
 def _run(argv: list[str], env: Mapping[str, str], layout: SandboxLayout, name: str) -> None:

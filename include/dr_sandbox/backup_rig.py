@@ -148,8 +148,9 @@ class BackupRig:
             },
         )
         primary = self.estate.primary_region.name
-        self.sessions = session_store.seed(session_prefix(self.estate, primary), self.session_count)
         self._stack.append(lambda: session_store.purge(self.name))
+        self.redis_users = session_store.region_users(self.name, self.estate.regions)
+        self.sessions = session_store.seed(session_prefix(self.estate, primary), self.session_count)
         self.dags_folder = self.workdir / "dags"
         self.dags_folder.mkdir(exist_ok=True)
         shutil.copy(REPO_ROOT / "dags" / "backup_tiers.py", self.dags_folder / "backup_tiers.py")
@@ -212,6 +213,7 @@ class BackupRig:
                 "WEBHOOK_SINK_URL": self.sink.url,
                 "REDIS_HOST": redis_host,
                 "REDIS_PORT": str(redis_port),
+                **sessions.settings_values(self.redis_users),
                 "DR_ENVIRONMENT": "rig",
             }
         )

@@ -417,6 +417,7 @@ def _up(
     seeded_sessions = sessions.seed(session_prefix(estate, primary_region), SEEDED_SESSIONS)
     _log(f"{len(seeded_sessions)} user sessions in {primary_region}'s session store (real Redis)")
     redis_host, redis_port = sessions.redis_address()
+    redis_users = sessions.region_users(layout.database_name, estate.regions)
 
     credentials: dict[str, str] = {}
     if with_airflow:
@@ -443,6 +444,7 @@ def _up(
                 "WEBHOOK_SINK_URL": layout.sink_url,
                 "REDIS_HOST": redis_host,
                 "REDIS_PORT": str(redis_port),
+                **sessions.settings_values(redis_users),
                 "DR_ENVIRONMENT": "sandbox",
             }
         )
@@ -487,6 +489,7 @@ def _up(
         "database": db.public(),
         "sessions": {
             "redis": f"{redis_host}:{redis_port}",
+            "users": {r: u["user"] for r, u in redis_users.items()},  # passwords: credentials.json
             "key_prefixes": {r: session_prefix(estate, r) for r in estate.regions},
             "seeded": {primary_region: len(seeded_sessions)},
         },
@@ -514,6 +517,7 @@ def _up(
             "aws_secret_access_key": aws_creds["AWS_SECRET_ACCESS_KEY"],
             "primary_database_dsn": db.dsn,
             "audit_database_dsn": audit_db.dsn,
+            "session_store_users": redis_users,
         },
     )
     _log(f"sandbox up in {endpoints['started_in_seconds']}s")

@@ -2,13 +2,18 @@
 
 In AWS each region has its own ElastiCache; here the regions share the local Redis and are kept
 apart by key prefix (``<sandbox database>:<region>:session:``), so several sandboxes and test runs
-never see each other's keys. `purge` removes exactly one sandbox's keys.
+never see each other's keys. Each region's store is also a Redis user of its own (``region_users``:
+generated password, allowed only its region's keys), as an ElastiCache RBAC user would be, so a
+fault can refuse one region's writes (``writes_refused``) without touching any other sandbox on
+the machine. `purge` removes exactly one sandbox's keys and users.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 DEFAULT_REDIS = "127.0.0.1:6379"
@@ -62,13 +67,53 @@ def seed(prefix: str, count: int, ttl_seconds: int = 3600) -> list[str]:
     return keys
 
 
+def region_users(namespace: str, regions: Iterable[str]) -> dict[str, dict[str, str]]:
+    """One Redis user per region: region -> {"user", "password"}; it may use only its region's keys."""
+    store = client()
+    users = {}
+    for region in regions:
+        name, password = f"{namespace}-{region}", secrets.token_urlsafe(18)
+        store.execute_command(
+            "ACL", "SETUSER", name, "reset", "on", f">{password}", f"~{namespace}:{region}:*", "+@all"
+        )
+        users[region] = {"user": name, "password": password}
+    return users
+
+
+def settings_values(users: dict[str, dict[str, str]]) -> dict[str, str]:
+    """The placeholders of airflow_settings.yaml's session connections (REDIS_USER_US_EAST_1, ...)."""
+    out = {}
+    for region, user in users.items():
+        suffix = region.upper().replace("-", "_")
+        out[f"REDIS_USER_{suffix}"] = user["user"]
+        out[f"REDIS_PASSWORD_{suffix}"] = user["password"]
+    return out
+
+
+@contextmanager
+def writes_refused(user: str) -> Iterator[None]:
+    """The user's write commands are refused (NOPERM) inside the block: a store that takes no writes,
+    for this one user only (CLIENT PAUSE would stop every sandbox on the machine's Redis)."""
+    store = client()
+    store.execute_command("ACL", "SETUSER", user, "-@write")
+    try:
+        yield
+    finally:
+        store.execute_command("ACL", "SETUSER", user, "+@write")
+
+
 def purge(namespace: str) -> int:
-    """Delete every key of one sandbox (prefix `namespace:`); returns how many."""
+    """Delete every key (prefix `namespace:`) and every user of one sandbox; returns how many keys."""
     import redis
 
     try:
         store = client()
         keys = list(store.scan_iter(match=f"{namespace}:*", count=1000))
-        return store.delete(*keys) if keys else 0
+        deleted = store.delete(*keys) if keys else 0
+        users = [u.decode() if isinstance(u, bytes) else u for u in store.execute_command("ACL", "USERS")]
+        mine = [u for u in users if u.startswith(f"{namespace}-")]
+        if mine:
+            store.execute_command("ACL", "DELUSER", *mine)
+        return deleted
     except redis.RedisError:
         return 0

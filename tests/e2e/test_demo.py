@@ -20,6 +20,7 @@ def test_demo_runs_the_story_through_rest_and_stops_everything(tmp_path):
         **os.environ,
         "DR_SANDBOX_PORTS": "free",
         "DR_SANDBOX_STATE_DIR": str(tmp_path / "sandbox"),
+        "DR_SANDBOX_METADATA": "sqlite",  # `make demo` as a user runs it (the suite's other sandboxes: PostgreSQL)
         "PYTHONPATH": f"{REPO_ROOT / 'plugins'}:{REPO_ROOT / 'include'}",
     }
     proc = subprocess.run(

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-import redis
 
+from dr_sandbox import sessions
 from dr_sandbox.regional_app import set_app_mode
 from dr_sandbox.webhook_sink import fetch_messages
 from tests.e2e.conftest import running_sandbox
@@ -94,14 +94,10 @@ def _resolver_outage(layout, endpoints, **_: object) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _sessions_paused(endpoints, **_: object) -> Iterator[None]:
-    """The target's session store refuses writes (CLIENT PAUSE WRITE, bounded, then unpaused)."""
-    host, port = endpoints["sessions"]["redis"].rsplit(":", 1)
-    store = redis.Redis(host=host, port=int(port))
-    store.execute_command("CLIENT", "PAUSE", "40000", "WRITE")
-    try:
+    """The target's session store refuses writes (its Redis user's writes denied, then allowed again;
+    the machine's Redis and every other sandbox on it go on as before)."""
+    with sessions.writes_refused(endpoints["sessions"]["users"]["us-west-2"]):
         yield
-    finally:
-        store.execute_command("CLIENT", "UNPAUSE")
 
 
 # (case id, failing task, mode, how to inject, does the fault come after the switch?)

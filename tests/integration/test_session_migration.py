@@ -1,5 +1,6 @@
 """Session migration between two regions' stores on the machine's real Redis (through Airflow
-connections), keys apart by a per-test prefix. A paused Redis (CLIENT PAUSE WRITE) is a real fault."""
+connections), keys apart by a per-test prefix. Each region's store is its own Redis user; a store refusing writes (that user's writes denied) is
+a real fault that touches no other test's Redis traffic."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import os
 import uuid
 
 import pytest
-import redis
 import yaml
 
 from dr_automation.estate import DEFAULT_ESTATE_PATH
@@ -26,18 +26,39 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def estate(tmp_path, monkeypatch):
+def namespace():
+    name = f"drtest-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    yield name
+    sessions.purge(name)  # keys and users
+
+
+@pytest.fixture
+def store_users(namespace):
+    """region -> its session store's own Redis user, allowed only that region's keys."""
     doc = yaml.safe_load(DEFAULT_ESTATE_PATH.read_text(encoding="utf-8"))
-    namespace = f"drtest-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return sessions.region_users(namespace, doc["regions"])
+
+
+@pytest.fixture
+def estate(tmp_path, monkeypatch, namespace, store_users):
+    doc = yaml.safe_load(DEFAULT_ESTATE_PATH.read_text(encoding="utf-8"))
     doc["sessions"]["key_prefix"] = f"{namespace}:{{region}}:session:"
     doc["sessions"]["batch_size"] = 7  # several batches
-    for region in doc["regions"].values():
-        conn = region["sessions_connection"].upper()
+    for name, region in doc["regions"].items():
+        user = store_users[name]
         monkeypatch.setenv(
-            f"AIRFLOW_CONN_{conn}", json.dumps({"conn_type": "redis", "host": "127.0.0.1", "port": 6379})
+            f"AIRFLOW_CONN_{region['sessions_connection'].upper()}",
+            json.dumps(
+                {
+                    "conn_type": "redis",
+                    "host": "127.0.0.1",
+                    "port": 6379,
+                    "login": user["user"],
+                    "password": user["password"],
+                }
+            ),
         )
-    yield load_doc(tmp_path, doc)
-    sessions.purge(namespace)
+    return load_doc(tmp_path, doc)
 
 
 def test_sessions_are_copied_byte_for_byte_with_their_ttl(estate):
@@ -68,15 +89,14 @@ def test_an_unreachable_source_is_reported_not_fatal(estate, monkeypatch):
     assert result["target_sessions"] == 0
 
 
-def test_a_target_that_refuses_writes_fails_the_step_naming_region_and_connection(estate):
+def test_a_target_that_refuses_writes_fails_the_step_naming_region_and_connection(estate, store_users):
     sessions.seed(session_prefix(estate, "us-east-1"), 5)
-    store = redis.Redis(host="127.0.0.1", port=6379)
-    store.execute_command("CLIENT", "PAUSE", "6000", "WRITE")
-    try:
-        with pytest.raises(TargetRegionError, match=r"copying to us-west-2 \(dr_sessions_us_west_2\)"):
-            migrate_sessions(estate, "us-east-1", "us-west-2")
-    finally:
-        store.execute_command("CLIENT", "UNPAUSE")
+    with (
+        sessions.writes_refused(store_users["us-west-2"]["user"]),
+        pytest.raises(TargetRegionError, match=r"copying to us-west-2 \(dr_sessions_us_west_2\)"),
+    ):
+        migrate_sessions(estate, "us-east-1", "us-west-2")
+    assert count_sessions(estate, "us-west-2") == 0  # refused, not half-written
 
 
 def test_dry_run_copies_nothing(estate):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -66,8 +67,9 @@ def test_sqlite_metadata_is_migrated_once_per_cache_and_copied_after(
 ) -> None:
     """The first sandbox migrates and imports pools (into the cache); the next copies that database."""
     monkeypatch.delenv(rt.EXECUTOR_ENV, raising=False)
-    monkeypatch.delenv(rt.METADATA_ENV, raising=False)
-    monkeypatch.setenv(rt.METADATA_CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(rt.METADATA_ENV, "sqlite")
+    monkeypatch.setenv(rt.METADATA_CACHE_ENV, f"unit{tmp_path.name[-8:]}")
+    monkeypatch.setattr(rt, "_sqlite_cache_folder", lambda token: tmp_path / f"cache-{token}")
     commands: list[str] = []
 
     def fake_run(argv, env, layout, name):
@@ -91,3 +93,20 @@ def test_sqlite_metadata_is_migrated_once_per_cache_and_copied_after(
     monkeypatch.delenv(rt.METADATA_CACHE_ENV)
     rt.initialise(SandboxLayout.for_tests(tmp_path / "four", ["us-east-1"]), {}, settings, creds)
     assert commands[-2:] == ["db migrate", "pools import"]  # without a cache, every sandbox migrates
+
+
+def test_a_sqlite_sandbox_waits_for_the_write_lock_instead_of_failing(
+    layout: SandboxLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(rt.METADATA_ENV, "sqlite")
+    monkeypatch.delenv(rt.EXECUTOR_ENV, raising=False)
+    env = rt.airflow_env(
+        layout, {"fernet_key": "k", "username": "u", "jwt_secret": "j", "api_secret_key": "a"}, {}
+    )
+    path = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"]
+    module, _, name = path.rpartition(".")
+    assert getattr(importlib.import_module(module), name)["timeout"] >= 30
+    monkeypatch.setenv(rt.METADATA_ENV, "postgres")
+    assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS" not in rt.airflow_env(
+        layout, {"fernet_key": "k", "username": "u", "jwt_secret": "j", "api_secret_key": "a"}, {}
+    )
