@@ -23,6 +23,23 @@ PRELOAD_MODULES: tuple[str, ...] = (
     "airflow.providers.amazon.aws.hooks.s3",
     "airflow.providers.cncf.kubernetes.operators.pod",  # the backup, verify and restore DAGs' pods
     "httpx",
+    # The bundle's own library, as the DAG files import it: a task's parse of its DAG file then costs
+    # a few milliseconds instead of about 0.3 s of imports (0.65 s for the quarterly drill's). Only
+    # code is imported: the estate is read at parse, in the child, as before.
+    "dr_automation.estate",
+    "dr_automation.dag_defaults",
+    "dr_automation.backup.dag",
+    "dr_automation.verification.dag",
+    "dr_automation.restore.plan",
+    "dr_automation.restore.pods",
+    "dr_automation.drills.dag",
+    "dr_automation.drills.quarterly",
+    "dr_automation.failover",
+    "dr_automation.operators.approval",
+    "dr_automation.operators.region_health",
+    "dr_automation.operators.route53",
+    "dr_automation.sensors.region_health",
+    "dr_automation.sensors.route53",
 )
 
 # `airflow <component>` processes that fork tasks or DAG parses (Celery workers prefork too).

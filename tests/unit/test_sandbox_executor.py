@@ -110,3 +110,13 @@ def test_a_sqlite_sandbox_waits_for_the_write_lock_instead_of_failing(
     assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS" not in rt.airflow_env(
         layout, {"fernet_key": "k", "username": "u", "jwt_secret": "j", "api_secret_key": "a"}, {}
     )
+
+
+def test_the_scheduler_idle_loop_is_the_sandboxs_unless_the_suite_trades_it_for_cpu(
+    layout: SandboxLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds = {"fernet_key": "k", "username": "u", "jwt_secret": "j", "api_secret_key": "a"}
+    monkeypatch.delenv(rt.IDLE_SLEEP_ENV, raising=False)
+    assert rt.airflow_env(layout, creds, {})["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] == "0.2"
+    monkeypatch.setenv(rt.IDLE_SLEEP_ENV, "1")
+    assert rt.airflow_env(layout, creds, {})["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] == "1"
