@@ -34,7 +34,8 @@ SIMULATED = {
     "regions": "each region is a small HTTP app on its own loopback address",
     "drill_stack": "the standing drill stack is a second regional app per region (same address, its own "
     "port, no database, no metrics), failed through its POST /_control by the drills",
-    "session_stores": "each region's ElastiCache is the machine's real Redis, regions kept apart by key prefix",
+    "session_stores": "each region's ElastiCache is the machine's real Redis, regions kept apart by key prefix "
+    "and by a Redis user of their own",
     "compute_and_load_balancers": "Auto Scaling groups and load balancers (with their write gates) exist in "
     "moto only; the regional apps are reached directly, not through them",
     "neo4j": "the Neo4j cluster is a stand-in serving a small generated graph through the HTTP API, "
