@@ -37,10 +37,10 @@ $(CHROMIUM):
 browser: $(CHROMIUM)
 
 # Modules run side by side, each whole on one worker (its sandbox with it), longest first
-# (tests/conftest.py). The suite is CPU-bound on 2 cores: a third worker fills the waits (approval
-# timeouts, scheduled runs) without starving the others. The budget is 30 minutes on a clean clone;
+# (tests/conftest.py). The suite is CPU-bound on 2 cores; TEST_WORKERS=3 ran it in 34.7 min but some e2e
+# waits timed out under that load (issue 18 open), so CI runs one worker until the CPU cost falls. The budget is 30 minutes on a clean clone;
 # the run ends with the 25 slowest tests and the time against the budget (README, Tests).
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 1
 PARALLEL := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 lint: venv

@@ -44,9 +44,10 @@ _TEST_ENV = {
 }
 os.environ.update(_TEST_ENV)
 # Test sandboxes keep Airflow's metadata in PostgreSQL, as a real deployment does: several sandboxes
-# side by side on two cores hold SQLite's one write lock long enough to kill a scheduler. (The demo's
-# test runs `make demo` as it is: SQLite, the sandbox's own scheduler loop.) The sandboxes of one run (every xdist worker: the
-# controller is their parent) start from one migrated database instead of migrating each time.
+# side by side on two cores hold SQLite's one write lock long enough to kill a scheduler, or to time
+# out the execution API's calls (seen on the demo's sandbox). The sandboxes of one run (every xdist
+# worker: the controller is their parent) start from one migrated database instead of migrating each
+# time.
 os.environ.setdefault("DR_SANDBOX_METADATA", "postgres")
 # No test asserts scheduler latency: a 1 s idle loop instead of the sandbox's 0.2 s saves about 5 % of
 # a core per sandbox (bench/detection measures the latency with the sandbox's own setting).

@@ -17,10 +17,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3000)]
 
 def test_demo_runs_the_story_through_rest_and_stops_everything(tmp_path):
     env = {
-        **{k: v for k, v in os.environ.items() if k != "DR_SANDBOX_SCHEDULER_IDLE_SLEEP"},
+        **os.environ,
         "DR_SANDBOX_PORTS": "free",
         "DR_SANDBOX_STATE_DIR": str(tmp_path / "sandbox"),
-        "DR_SANDBOX_METADATA": "sqlite",  # `make demo` as a user runs it (the suite's other sandboxes: PostgreSQL)
         "PYTHONPATH": f"{REPO_ROOT / 'plugins'}:{REPO_ROOT / 'include'}",
     }
     proc = subprocess.run(

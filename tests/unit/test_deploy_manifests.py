@@ -77,7 +77,7 @@ def test_the_pod_launcher_may_do_what_the_pod_operator_does_and_no_more(rbac: li
 
 
 def test_helm_values_carry_the_bundle_and_its_latency_settings(
-    values: dict[str, Any], tmp_path: Path
+    values: dict[str, Any], tmp_path: Path, monkeypatch
 ) -> None:
     from dr_sandbox.airflow_runtime import airflow_env, generate_credentials
     from dr_sandbox.layout import SandboxLayout
@@ -88,6 +88,7 @@ def test_helm_values_carry_the_bundle_and_its_latency_settings(
     assert "preload()" in (REPO / "plugins" / "airflow_local_settings.py").read_text()
     # the same scheduler setting the sandbox runs (and bench/detection measures) with
     layout = SandboxLayout.for_tests(tmp_path, list(load_estate(DEFAULT_ESTATE_PATH).regions))
+    monkeypatch.delenv("DR_SANDBOX_SCHEDULER_IDLE_SLEEP", raising=False)  # the sandbox's own loop
     sandbox = airflow_env(layout, generate_credentials(), {})
     idle = values["config"]["scheduler"]["scheduler_idle_sleep_time"]
     assert sandbox["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] == idle == "0.2"
