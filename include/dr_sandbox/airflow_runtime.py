@@ -16,7 +16,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import subprocess
 import sys
 import time
@@ -242,8 +241,8 @@ def celery_queue(layout: SandboxLayout) -> str:
     return f"{layout.database_name}_tasks"
 
 
-# One token per test run: its sandboxes start from one migrated metadata database (a PostgreSQL
-# template, or a SQLite file) instead of migrating each time. Unset: every sandbox migrates.
+# One token per test run: its sandboxes start from one migrated PostgreSQL metadata template instead of
+# migrating each time. Unset, or SQLite metadata: every sandbox migrates.
 METADATA_CACHE_ENV = "DR_SANDBOX_METADATA_CACHE"
 METADATA_TEMPLATE_PREFIX = "dr_sandbox_meta_"
 
@@ -251,7 +250,7 @@ METADATA_TEMPLATE_PREFIX = "dr_sandbox_meta_"
 def initialise(
     layout: SandboxLayout, env: Mapping[str, str], settings: Mapping[str, Any], credentials
 ) -> None:
-    """Migrate the metadata DB (or copy a migrated one), write the admin's password file, import pools."""
+    """Migrate the metadata DB (or copy a migrated template), write the admin's password file, import pools."""
     home = layout.airflow_home
     home.mkdir(parents=True, exist_ok=True)
     passwords = home / "simple_auth_manager_passwords.json"
@@ -262,23 +261,13 @@ def initialise(
         for p in settings.get("pools", [])
     }
     key = _cache_key(pools)
-    if key is None:
+    if key is None or not uses_postgres():
         prepare_metadata_database(layout)
         _migrate(layout, env, pools)
-    elif uses_postgres():
-        template = f"{METADATA_TEMPLATE_PREFIX}{key}"
-        _ensure_template(template, layout, env, pools)
-        prepare_metadata_database(layout, template=template)
-    else:
-        cached = _sqlite_cache_folder(key.split("_")[0]) / f"airflow-{key}.db"
-        if not cached.exists():
-            _migrate(layout, env, pools)
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")
-            shutil.copyfile(home / "airflow.db", partial)
-            partial.replace(cached)  # atomic: a sandbox starting beside this one sees all of it or none
-        else:
-            shutil.copyfile(cached, home / "airflow.db")
+        return
+    template = f"{METADATA_TEMPLATE_PREFIX}{key}"
+    _ensure_template(template, layout, env, pools)
+    prepare_metadata_database(layout, template=template)
 
 
 def _migrate(layout: SandboxLayout, env: Mapping[str, str], pools: Mapping[str, Any]) -> None:
@@ -289,6 +278,10 @@ def _migrate(layout: SandboxLayout, env: Mapping[str, str], pools: Mapping[str, 
         _run([_airflow_bin(), "pools", "import", str(pools_file)], env, layout, "airflow-pools")
 
 
+def _token(raw: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", raw.lower())[:20]
+
+
 def _cache_key(pools: Mapping[str, Any]) -> str | None:
     """`<run token>_<hash of Airflow's version and the pools>`, when a cache token is set.
 
@@ -296,19 +289,13 @@ def _cache_key(pools: Mapping[str, Any]) -> str | None:
     no secret (credentials, connections and the Fernet key live in the environment), so every sandbox
     of the run on the same Airflow version and pools starts from a copy of the first one's.
     """
-    token = re.sub(r"[^a-z0-9]", "", os.environ.get(METADATA_CACHE_ENV, "").lower())[:20]
+    token = _token(os.environ.get(METADATA_CACHE_ENV, ""))
     if not token:
         return None
     from importlib.metadata import version
 
     digest = hashlib.sha256(json.dumps([version("apache-airflow"), pools], sort_keys=True).encode())
     return f"{token}_{digest.hexdigest()[:12]}"
-
-
-def _sqlite_cache_folder(token: str) -> Path:
-    import tempfile
-
-    return Path(tempfile.gettempdir()) / f"dr-sandbox-metadata-{token}"
 
 
 def _ensure_template(
@@ -339,17 +326,15 @@ def _ensure_template(
 
 
 def drop_metadata_cache(token: str) -> None:
-    """Remove what a run's sandboxes shared: its PostgreSQL templates and its SQLite files."""
+    """Drop the PostgreSQL templates a run's sandboxes shared."""
     from psycopg2 import sql
 
-    token = re.sub(r"[^a-z0-9]", "", token.lower())[:20]
-    shutil.rmtree(_sqlite_cache_folder(token), ignore_errors=True)
     conn = _admin_connection()
     try:
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT datname FROM pg_database WHERE datname LIKE %s",
-                (f"{METADATA_TEMPLATE_PREFIX}{token}\\_%",),
+                (f"{METADATA_TEMPLATE_PREFIX}{_token(token)}\\_%",),
             )
             for (name,) in cur.fetchall():
                 cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -62,37 +62,21 @@ def test_bad_settings_are_refused_by_name(
         rt.executor_env(layout)
 
 
-def test_sqlite_metadata_is_migrated_once_per_cache_and_copied_after(
+def test_sqlite_sandboxes_always_migrate_their_own_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The first sandbox migrates and imports pools (into the cache); the next copies that database."""
+    """The shared template is PostgreSQL's (tests/integration/test_sandbox_metadata.py); a SQLite
+    sandbox migrates its own file and imports its pools, cache token or not."""
     monkeypatch.delenv(rt.EXECUTOR_ENV, raising=False)
     monkeypatch.setenv(rt.METADATA_ENV, "sqlite")
-    monkeypatch.setenv(rt.METADATA_CACHE_ENV, f"unit{tmp_path.name[-8:]}")
-    monkeypatch.setattr(rt, "_sqlite_cache_folder", lambda token: tmp_path / f"cache-{token}")
     commands: list[str] = []
-
-    def fake_run(argv, env, layout, name):
-        commands.append(" ".join(argv[1:3]))
-        db = layout.airflow_home / "airflow.db"
-        db.write_text(db.read_text() + argv[2] + ";" if db.exists() else "migrated;")
-
-    monkeypatch.setattr(rt, "_run", fake_run)
+    monkeypatch.setattr(rt, "_run", lambda argv, env, layout, name: commands.append(" ".join(argv[1:3])))
     settings = {"pools": [{"pool_name": "dr_traffic", "pool_slot": 1}]}
     creds = {"username": "u", "password": "p"}
-    first = SandboxLayout.for_tests(tmp_path / "one", ["us-east-1"])
-    rt.initialise(first, {}, settings, creds)
-    assert commands == ["db migrate", "pools import"]
-    second = SandboxLayout.for_tests(tmp_path / "two", ["us-east-1"])
-    rt.initialise(second, {}, settings, creds)
-    assert commands == ["db migrate", "pools import"]  # nothing run again
-    assert (second.airflow_home / "airflow.db").read_text() == "migrated;import;"
-    # other pools: another database
-    rt.initialise(SandboxLayout.for_tests(tmp_path / "three", ["us-east-1"]), {}, {"pools": []}, creds)
-    assert commands[-1] == "db migrate"
-    monkeypatch.delenv(rt.METADATA_CACHE_ENV)
-    rt.initialise(SandboxLayout.for_tests(tmp_path / "four", ["us-east-1"]), {}, settings, creds)
-    assert commands[-2:] == ["db migrate", "pools import"]  # without a cache, every sandbox migrates
+    for token in ("unit1", ""):
+        monkeypatch.setenv(rt.METADATA_CACHE_ENV, token)
+        rt.initialise(SandboxLayout.for_tests(tmp_path / f"s{token}", ["us-east-1"]), {}, settings, creds)
+    assert commands == ["db migrate", "pools import"] * 2
 
 
 def test_a_sqlite_sandbox_waits_for_the_write_lock_instead_of_failing(
